@@ -1,0 +1,71 @@
+"""One typed settings object for the operator, read from the environment once at startup."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what to do."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    trainer_image: str
+    models_bucket: str
+    images_bucket: str
+    datasets_bucket: str
+    db_secret_name: str = "waste-detection-db"
+    db_secret_key: str = "database-url"
+    # The operator watches named namespaces only (namespace Roles, no ClusterRole).
+    namespaces: tuple[str, ...] = ("waste-detection",)
+    trainer_service_account: str = "waste-trainer"
+    # How often each unfinished run is re-read from the API, even when no watch event came.
+    resync_seconds: float = 10.0
+    # How long a Pod may stay unschedulable or unable to start before the run is failed.
+    stuck_seconds: float = 900.0
+    shm_size: str = "8Gi"
+    tmp_size: str = "50Gi"
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigError(f"{name} is not set: the operator's ConfigMap must define it")
+            return value
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+            if value <= 0:
+                raise ConfigError(f"{name}={raw!r} must be positive")
+            return value
+
+        namespaces = tuple(n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip())
+        return cls(
+            trainer_image=required("TRAINER_IMAGE"),
+            models_bucket=required("GCS_MODELS_BUCKET"),
+            images_bucket=required("GCS_IMAGES_BUCKET"),
+            datasets_bucket=required("GCS_DATASETS_BUCKET"),
+            db_secret_name=env.get("DB_SECRET_NAME", "").strip() or cls.db_secret_name,
+            db_secret_key=env.get("DB_SECRET_KEY", "").strip() or cls.db_secret_key,
+            namespaces=namespaces or cls.namespaces,
+            trainer_service_account=env.get("TRAINER_SERVICE_ACCOUNT", "").strip()
+            or cls.trainer_service_account,
+            resync_seconds=number("RESYNC_SECONDS", cls.resync_seconds),
+            stuck_seconds=number("STUCK_SECONDS", cls.stuck_seconds),
+            shm_size=env.get("TRAINER_SHM_SIZE", "").strip() or cls.shm_size,
+            tmp_size=env.get("TRAINER_TMP_SIZE", "").strip() or cls.tmp_size,
+            liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
+        )

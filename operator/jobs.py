@@ -1,0 +1,258 @@
+"""Builds the training Job of a TrainingRun: pure data in, pure data out."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from . import API_VERSION, GROUP, KIND, MANAGED_BY, RUN_LABEL
+from .config import OperatorConfig
+
+# The trainer's defaults (docs/CONTRACTS.md); the CRD's schema defaults must equal these.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "epochs": 50,
+    "batchSize": 16,
+    "learningRate": 0.01,
+    "imgSize": 640,
+    "patience": 10,
+    "device": "auto",
+    "baseModel": "yolov8n.pt",
+    "trainSplit": 0.8,
+    "minDetections": 1,
+    "replayRatio": 1.0,
+}
+FLAGS = {
+    "epochs": "--epochs",
+    "batchSize": "--batch-size",
+    "learningRate": "--learning-rate",
+    "imgSize": "--img-size",
+    "patience": "--patience",
+    "device": "--device",
+    "baseModel": "--base-model",
+    "trainSplit": "--train-split",
+    "minDetections": "--min-detections",
+    "replayRatio": "--replay-ratio",
+}
+JOB_DEFAULTS: dict[str, Any] = {
+    "backoffLimit": 2,
+    "activeDeadlineSeconds": 86400,
+    "ttlSecondsAfterFinished": 86400,
+}
+RESOURCE_DEFAULTS = {"gpus": 1, "cpu": "4", "memory": "16Gi"}
+
+CONTAINER = "trainer"
+TERMINATION_LOG = "/dev/termination-log"
+REPORT_PATH = "/tmp/report.json"
+TRAINER_UID = 10001
+# Exit codes that no retry can fix (invalid input, empty selection, base model unavailable): fail the Job
+# at once instead of spending the backoff limit on them.
+PERMANENT_EXIT_CODES = [2, 3, 6]
+# Labels that belong to the deployment tool of the TrainingRun, never to the Job it makes: ArgoCD would
+# otherwise adopt (and prune) the Job as part of its Application.
+FOREIGN_LABEL_PREFIXES = ("app.kubernetes.io/instance", "argocd.argoproj.io/")
+
+MAX_NAME = 63
+
+
+def job_name(run: dict) -> str:
+    """The run's Job name: deterministic (retries and restarts find the same Job), at most 63 chars.
+
+    The hash covers the run's uid, so a TrainingRun deleted and created again under the same name never
+    meets the previous run's Job while it is being garbage-collected.
+    """
+    meta = run["metadata"]
+    digest = hashlib.sha256(f"{meta['namespace']}/{meta['name']}/{meta['uid']}".encode()).hexdigest()[:8]
+    stem = f"tr-{meta['name']}"[: MAX_NAME - len(digest) - 1].rstrip("-.")
+    return f"{stem}-{digest}"
+
+
+def run_labels(run: dict) -> dict[str, str]:
+    """The run's own labels (less its deployment tool's tracking labels) and the ones linking to it."""
+    inherited = {
+        key: value
+        for key, value in (run["metadata"].get("labels") or {}).items()
+        if not key.startswith(FOREIGN_LABEL_PREFIXES)
+    }
+    return inherited | {
+        "app.kubernetes.io/name": "waste-trainer",
+        "app.kubernetes.io/component": "training",
+        "app.kubernetes.io/part-of": "waste-detection",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        RUN_LABEL: run["metadata"]["name"],
+    }
+
+
+def trainer_args(spec: dict) -> list[str]:
+    """The trainer's command-line flags from the run's spec, in the order of docs/CONTRACTS.md."""
+    args: list[str] = []
+    for field, flag in FLAGS.items():
+        args += [flag, _flag_value(spec.get(field, TRAINER_DEFAULTS[field]))]
+    source = spec.get("source") or {"fromInferences": {}}
+    if "dataset" in source:
+        args += ["--dataset", source["dataset"]["uri"]]
+    else:
+        inferences = source.get("fromInferences") or {}
+        args.append("--from-inferences")
+        if inferences.get("onlyVerified", True):
+            args.append("--only-verified")
+        if inferences.get("allTime", False):
+            args.append("--all-time")
+    args += ["--promotion", (spec.get("promotion") or {}).get("mode", "gate")]
+    return args
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def trainer_env(run: dict, config: OperatorConfig) -> list[dict]:
+    meta = run["metadata"]
+    return [
+        {
+            "name": "DATABASE_URL",
+            "valueFrom": {"secretKeyRef": {"name": config.db_secret_name, "key": config.db_secret_key}},
+        },
+        {"name": "GCS_MODELS_BUCKET", "value": config.models_bucket},
+        {"name": "GCS_IMAGES_BUCKET", "value": config.images_bucket},
+        {"name": "GCS_DATASETS_BUCKET", "value": config.datasets_bucket},
+        {"name": "TRAININGRUN_NAME", "value": meta["name"]},
+        {"name": "TRAININGRUN_NAMESPACE", "value": meta["namespace"]},
+        {"name": "TRAINER_REPORT_PATH", "value": REPORT_PATH},
+        {"name": "TRAINER_TERMINATION_LOG", "value": TERMINATION_LOG},
+    ]
+
+
+def trainer_resources(spec: dict) -> dict:
+    wanted = {**RESOURCE_DEFAULTS, **(spec.get("resources") or {})}
+    requests = {"cpu": str(wanted["cpu"]), "memory": str(wanted["memory"])}
+    # Memory limit equals the request (an OOM kill says so, instead of a node under pressure); no CPU
+    # limit, so the data loader may use idle cores.
+    limits = {"memory": str(wanted["memory"])}
+    if int(wanted["gpus"]) > 0:
+        limits["nvidia.com/gpu"] = str(int(wanted["gpus"]))
+    return {"requests": requests, "limits": limits}
+
+
+def container_security_context() -> dict:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_job(run: dict, config: OperatorConfig) -> dict:
+    """The one Job of a TrainingRun. Pure: the same run and config always give the same Job."""
+    meta = run["metadata"]
+    spec = run.get("spec") or {}
+    labels = run_labels(run)
+    gpus = int({**RESOURCE_DEFAULTS, **(spec.get("resources") or {})}["gpus"])
+    tolerations = list(spec.get("tolerations") or [])
+    if gpus > 0 and not any(t.get("key") == "nvidia.com/gpu" for t in tolerations):
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": config.trainer_service_account,
+        "automountServiceAccountToken": True,  # the trainer reports progress to its TrainingRun's status
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": CONTAINER,
+                "image": spec.get("image") or config.trainer_image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["python", "-m", "trainer"],
+                "args": trainer_args(spec),
+                "env": trainer_env(run, config),
+                "resources": trainer_resources(spec),
+                "securityContext": container_security_context(),
+                "terminationMessagePath": TERMINATION_LOG,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "volumeMounts": [
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "dshm", "mountPath": "/dev/shm"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": config.tmp_size}},
+            # PyTorch data-loader workers die with "Bus error" on the runtime's default 64 MB /dev/shm.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
+        ],
+    }
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if spec.get("nodeSelector"):
+        pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
+    if spec.get("priorityClassName"):
+        pod_spec["priorityClassName"] = spec["priorityClassName"]
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.get("backoffLimit", JOB_DEFAULTS["backoffLimit"]),
+        "activeDeadlineSeconds": spec.get("activeDeadlineSeconds", JOB_DEFAULTS["activeDeadlineSeconds"]),
+        "ttlSecondsAfterFinished": spec.get(
+            "ttlSecondsAfterFinished", JOB_DEFAULTS["ttlSecondsAfterFinished"]
+        ),
+        "suspend": bool(spec.get("suspend", False)),
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": PERMANENT_EXIT_CODES,
+                    },
+                },
+                # A preempted or evicted Pod is not the trainer's fault: retry without counting it.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(run),
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {f"{GROUP}/trainingrun-uid": meta["uid"]},
+            "ownerReferences": [owner_reference(run)],
+        },
+        "spec": job_spec,
+    }
+
+
+def owner_reference(run: dict) -> dict:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": run["metadata"]["name"],
+        "uid": run["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def is_owned_by(job: dict, run: dict) -> bool:
+    uid = run["metadata"]["uid"]
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in job["metadata"].get("ownerReferences") or []
+    )

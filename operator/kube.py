@@ -1,0 +1,114 @@
+"""A thin adapter over the Kubernetes client: plain dicts in and out, None for "not found"."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from . import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+TIMEOUT = 30
+
+
+def _missing(error: ApiException) -> bool:
+    return error.status == 404
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient):
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In the cluster: the Pod's ServiceAccount; elsewhere: $KUBECONFIG or ~/.kube/config."""
+        configuration = client.Configuration()
+        if os.environ.get("KUBECONFIG") or Path("~/.kube/config").expanduser().exists():
+            config.load_kube_config(client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    def _plain(self, obj) -> dict:
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def get_run(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def patch_run_status(self, namespace: str, name: str, status: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT,
+        )
+
+    def get_job(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self._plain(self.batch.read_namespaced_job(name, namespace, _request_timeout=TIMEOUT))
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def create_job(self, job: dict) -> tuple[dict, bool]:
+        """Creates the Job, or returns the one already there (a retry, a restart): (job, created)."""
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        try:
+            created = self.batch.create_namespaced_job(namespace, job, _request_timeout=TIMEOUT)
+            return self._plain(created), True
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        existing = self.get_job(namespace, name)
+        if existing is None:  # deleted between our create and read: the caller's next pass decides
+            raise RuntimeError(f"Job {namespace}/{name} conflicted on create and then vanished")
+        return existing, False
+
+    def set_job_suspend(self, namespace: str, name: str, suspend: bool) -> dict:
+        patched = self.batch.patch_namespaced_job(
+            name,
+            namespace,
+            {"spec": {"suspend": suspend}},
+            _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT,
+        )
+        return self._plain(patched)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            # Background propagation: without it the Job's Pods stay behind (orphaned).
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if not _missing(error):
+                raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=TIMEOUT)
+        return self._plain(pods).get("items") or []
+
+    def patch_deployment(self, namespace: str, name: str, patch: dict) -> None:
+        self.apps.patch_namespaced_deployment(
+            name, namespace, patch, _content_type=STRATEGIC_MERGE_PATCH, _request_timeout=TIMEOUT
+        )

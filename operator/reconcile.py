@@ -1,0 +1,181 @@
+"""Level-based reconciliation of one TrainingRun: read everything from the API, then act.
+
+Every entry point (create, resume, suspend change, the resync timer, Job and Pod events) calls
+``reconcile``; it is idempotent, so running it twice or after an operator restart does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kubernetes.client.exceptions import ApiException
+
+from . import RUN_LABEL
+from .config import OperatorConfig
+from .jobs import build_job, is_owned_by, job_name
+from .kube import Kube
+from .rollout import restart_deployment, restart_target, should_restart
+from .status import TERMINAL, Phase, is_unchanged, now_rfc3339, phase_of, set_condition, status_from
+
+# kopf.event, or a stand-in in tests: (run, type, reason, message).
+EventSink = Callable[[dict, str, str, str], None]
+log = logging.getLogger("waste_operator")
+
+
+class RunLog(logging.LoggerAdapter):
+    """Prefixes every line with the run it is about."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['run']}] {msg}", kwargs
+
+
+@dataclass
+class Context:
+    config: OperatorConfig
+    kube: Kube
+    post_event: EventSink
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        """One run is reconciled by one thread at a time (the timer and watch events may overlap)."""
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+
+def _finished(job: dict) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
+
+
+def _job_pods(ctx: Context, namespace: str, name: str, job: dict) -> list[dict]:
+    uid = job["metadata"].get("uid")
+    pods = ctx.kube.list_pods(namespace, f"{RUN_LABEL}={name}")
+
+    def belongs(pod: dict) -> bool:
+        meta = pod["metadata"]
+        owners = [ref.get("uid") for ref in meta.get("ownerReferences") or []]
+        if owners:
+            return uid in owners
+        job_label = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
+        return job_label in (None, job["metadata"]["name"])
+
+    return [pod for pod in pods if belongs(pod)]
+
+
+def reconcile(ctx: Context, namespace: str, name: str) -> None:
+    with ctx.lock(namespace, name):
+        _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}))
+
+
+def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog) -> None:
+    run = ctx.kube.get_run(namespace, name)
+    if run is None or run["metadata"].get("deletionTimestamp"):
+        return
+    status = run.get("status") or {}
+    if phase_of(run) in TERMINAL:
+        _after_success(ctx, run, rlog)
+        return
+
+    job = ctx.kube.get_job(namespace, status.get("jobName") or job_name(run))
+    if job is not None and not is_owned_by(job, run):
+        _write(ctx, run, _conflict(run, job, ctx.clock()), rlog)
+        return
+    if job is None and not status.get("jobName"):
+        # Never created before (status.jobName is recorded right after creation): create it now. A Job
+        # that existed and is gone is not recreated: status_from ends the run instead.
+        job, created = ctx.kube.create_job(build_job(run, ctx.config))
+        if created:
+            rlog.info("created Job %s", job["metadata"]["name"])
+            ctx.post_event(run, "Normal", "JobCreated", f"created Job {job['metadata']['name']}")
+    if job is not None and not _finished(job):
+        wanted = bool((run.get("spec") or {}).get("suspend"))
+        if bool((job.get("spec") or {}).get("suspend")) != wanted:
+            job = ctx.kube.set_job_suspend(namespace, job["metadata"]["name"], wanted)
+            rlog.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
+
+    pods = _job_pods(ctx, namespace, name, job) if job is not None else []
+    new = status_from(job, pods, run, ctx.clock(), ctx.config.stuck_seconds)
+    if not new:
+        return
+    run = _write(ctx, run, new, rlog)
+    if new.get("phase") == Phase.FAILED and job is not None and not _finished(job):
+        # Failed while the Job still runs (a Pod stuck unschedulable or unable to pull its image).
+        ctx.kube.delete_job(namespace, job["metadata"]["name"])
+        rlog.info("deleted Job %s of the failed run", job["metadata"]["name"])
+    if new.get("phase") == Phase.SUCCEEDED:
+        _after_success(ctx, run, rlog)
+
+
+def _conflict(run: dict, job: dict, now: datetime) -> dict:
+    message = f"Job {job['metadata']['name']} exists and is not owned by this TrainingRun"
+    conditions = set_condition(
+        (run.get("status") or {}).get("conditions") or [],
+        "Failed",
+        True,
+        "JobConflict",
+        message,
+        run["metadata"].get("generation", 1),
+        now,
+    )
+    return {"phase": "Failed", "reason": "JobConflict", "message": message, "conditions": conditions}
+
+
+def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
+    """Patches the status when it changes, with an Event when the phase or the reason changes."""
+    old = run.get("status") or {}
+    if is_unchanged(old, new):
+        return run
+    meta = run["metadata"]
+    patched = ctx.kube.patch_run_status(meta["namespace"], meta["name"], new)
+    phase, reason, message = new.get("phase"), new.get("reason") or "", new.get("message") or ""
+    if (phase, reason) != (old.get("phase"), old.get("reason") or ""):
+        rlog.info("phase %s%s%s", phase, f" ({reason})" if reason else "", f": {message}" if message else "")
+        warning = phase == Phase.FAILED or (reason and reason not in ("Suspended", "Completed"))
+        ctx.post_event(run, "Warning" if warning else "Normal", reason or str(phase), message or str(phase))
+    return patched
+
+
+def _after_success(ctx: Context, run: dict, rlog: RunLog) -> None:
+    """Restarts spec.restartDeployment once, and only when the new model was promoted."""
+    target = restart_target(run)
+    status = run.get("status") or {}
+    if target is None or status.get("phase") != Phase.SUCCEEDED or status.get("deploymentRestart"):
+        return
+    namespace, name = target
+    now = ctx.clock()
+    record = {"namespace": namespace, "name": name}
+    if not should_restart(run):
+        condition = (False, "NotPromoted", f"the model was not promoted: {name} keeps its model")
+        event = ("Normal", "RestartSkipped", condition[2])
+    else:
+        try:
+            record["restartedAt"] = restart_deployment(ctx.kube, namespace, name, now)
+            condition = (True, "Restarted", f"restarted Deployment {namespace}/{name}")
+            event = ("Normal", "InferenceRestarted", condition[2])
+        except ApiException as error:
+            if error.status not in (403, 404, 422):
+                raise  # may pass: the next pass retries
+            message = f"could not restart Deployment {namespace}/{name}: HTTP {error.status} {error.reason}"
+            record["error"] = message
+            condition = (False, "RestartFailed", message)
+            event = ("Warning", "RestartFailed", message)
+    conditions = set_condition(
+        status.get("conditions") or [],
+        "InferenceRestarted",
+        *condition,
+        run["metadata"].get("generation", 1),
+        now,
+    )
+    record.setdefault("at", now_rfc3339(now))
+    meta = run["metadata"]
+    ctx.kube.patch_run_status(
+        meta["namespace"], meta["name"], {"deploymentRestart": record, "conditions": conditions}
+    )
+    rlog.info(event[2])
+    ctx.post_event(run, *event)

@@ -1,0 +1,35 @@
+"""OperatorConfig.from_env: one typed settings object, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+from waste_operator.config import ConfigError, OperatorConfig
+
+BASE = {
+    "TRAINER_IMAGE": "img:1",
+    "GCS_MODELS_BUCKET": "m",
+    "GCS_IMAGES_BUCKET": "i",
+    "GCS_DATASETS_BUCKET": "d",
+}
+
+
+def test_defaults_and_overrides():
+    cfg = OperatorConfig.from_env(BASE)
+    assert cfg.namespaces == ("waste-detection",)
+    assert cfg.db_secret_name == "waste-detection-db" and cfg.db_secret_key == "database-url"
+    assert cfg.trainer_service_account == "waste-trainer"
+    cfg = OperatorConfig.from_env(BASE | {"WATCH_NAMESPACES": "a, b", "STUCK_SECONDS": "5"})
+    assert cfg.namespaces == ("a", "b") and cfg.stuck_seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({k: v for k, v in BASE.items() if k != "TRAINER_IMAGE"}, "TRAINER_IMAGE"),
+        (BASE | {"STUCK_SECONDS": "soon"}, "STUCK_SECONDS"),
+        (BASE | {"RESYNC_SECONDS": "-1"}, "RESYNC_SECONDS"),
+    ],
+)
+def test_bad_settings_name_the_variable(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        OperatorConfig.from_env(env)

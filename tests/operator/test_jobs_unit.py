@@ -1,0 +1,118 @@
+"""build_job: the one Job of a TrainingRun, without a cluster."""
+
+from __future__ import annotations
+
+import copy
+
+from waste_operator.jobs import build_job, is_owned_by, job_name, trainer_args
+
+from tests.operator.conftest import make_run
+
+
+def test_job_name_is_deterministic_short_and_unique_per_uid():
+    run = make_run("a" * 200)
+    assert job_name(run) == job_name(copy.deepcopy(run))
+    assert len(job_name(run)) <= 63
+    other = make_run("a" * 200)
+    other["metadata"]["uid"] = "uid-other"
+    assert job_name(other) != job_name(run)
+    assert job_name(make_run("nightly")).startswith("tr-nightly-")
+
+
+def test_defaults_give_the_contract_args_in_order():
+    assert trainer_args({}) == [
+        "--epochs", "50", "--batch-size", "16", "--learning-rate", "0.01", "--img-size", "640",
+        "--patience", "10", "--device", "auto", "--base-model", "yolov8n.pt", "--train-split", "0.8",
+        "--min-detections", "1", "--replay-ratio", "1.0",
+        "--from-inferences", "--only-verified", "--promotion", "gate",
+    ]  # fmt: skip
+
+
+def test_dataset_source_and_flags():
+    args = trainer_args(
+        {
+            "epochs": 3,
+            "source": {"dataset": {"uri": "gs://b/ds/v1"}},
+            "promotion": {"mode": "force"},
+            "replayRatio": 0.5,
+        }
+    )
+    assert args[args.index("--epochs") + 1] == "3"
+    assert args[args.index("--dataset") + 1] == "gs://b/ds/v1"
+    assert "--from-inferences" not in args
+    assert args[-2:] == ["--promotion", "force"]
+    assert args[args.index("--replay-ratio") + 1] == "0.5"
+    all_time = trainer_args({"source": {"fromInferences": {"onlyVerified": False, "allTime": True}}})
+    assert "--only-verified" not in all_time and "--all-time" in all_time
+
+
+def test_job_spec_env_security_and_owner(config):
+    run = make_run(
+        spec={"resources": {"gpus": 2, "cpu": "8", "memory": "32Gi"}, "backoffLimit": 1},
+        labels={"team": "ml", "app.kubernetes.io/instance": "argo-app", "argocd.argoproj.io/x": "y"},
+    )
+    job = build_job(run, config)
+    meta, spec = job["metadata"], job["spec"]
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "waste-detection-operator"
+    assert meta["labels"]["training.wastedetection.io/trainingrun"] == "nightly"
+    assert meta["labels"]["team"] == "ml"
+    assert "app.kubernetes.io/instance" not in meta["labels"]
+    assert not any(k.startswith("argocd.argoproj.io/") for k in meta["labels"])
+    assert "generateName" not in meta
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "training.wastedetection.io/v1alpha1",
+            "kind": "TrainingRun",
+            "name": "nightly",
+            "uid": "uid-1234",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert is_owned_by(job, run)
+    assert spec["backoffLimit"] == 1 and spec["ttlSecondsAfterFinished"] == 86400
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "waste-trainer"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    assert container["image"] == config.trainer_image
+    assert container["command"] == ["python", "-m", "trainer"]
+    assert container["resources"] == {
+        "requests": {"cpu": "8", "memory": "32Gi"},
+        "limits": {"memory": "32Gi", "nvidia.com/gpu": "2"},
+    }
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and sc["runAsNonRoot"]
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "waste-detection-db", "key": "database-url"}
+    }
+    assert {
+        k: env[k]["value"] for k in ("GCS_MODELS_BUCKET", "TRAININGRUN_NAME", "TRAINER_TERMINATION_LOG")
+    } == {
+        "GCS_MODELS_BUCKET": "wd-models",
+        "TRAININGRUN_NAME": "nightly",
+        "TRAINER_TERMINATION_LOG": "/dev/termination-log",
+    }
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/dev/shm"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert build_job(run, config) == job  # pure
+
+
+def test_cpu_only_run_asks_for_no_gpu_and_uses_its_own_image(config):
+    job = build_job(make_run(spec={"resources": {"gpus": 0}, "image": "img:dev"}), config)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in container["resources"]["limits"]
+    assert "tolerations" not in job["spec"]["template"]["spec"]
+    assert container["image"] == "img:dev"
+
+
+def test_secret_value_never_in_the_job(config):
+    job = build_job(make_run(), config)
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert all("value" not in e for e in env if e["name"] == "DATABASE_URL")
