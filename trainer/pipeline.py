@@ -1,0 +1,413 @@
+"""The training job, step by step: select, download, build, train, evaluate, publish, register."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trainer import chart
+from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, parse_gs_uri
+from trainer.dataset import DatasetResult, write_dataset
+from trainer.db import Database, connect, migrate
+from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
+from trainer.fetch import ObjectCache
+from trainer.gate import decide_promotion
+from trainer.progress import StatusReporter
+from trainer.publish import LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
+from trainer.registry import Registry, version_name
+from trainer.report import RunReport, logfmt
+from trainer.selection import Record, assign_splits, sample_replay, select
+from trainer.settings import Settings
+from trainer.sources import dataset_records, inference_records, inference_records_by_id
+
+log = logging.getLogger("trainer")
+
+
+class Job:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.run_id = settings.run_key or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.report = RunReport(
+            run_id=self.run_id, mode="inferences" if settings.from_inferences else "dataset"
+        )
+        self.reporter = StatusReporter(settings.run_name, settings.run_namespace)
+        safe = checkpoint_prefix(self.run_id).split("/")[1]
+        self.work = (
+            settings.work_dir / "runs" / safe
+        )  # deterministic: a retried Job resumes in the same place
+        self.db: Database | None = None
+        self.registry: Registry | None = None
+        self.models: BlobStore | None = None
+        self.reserved: int | None = None
+
+    # Stores --------------------------------------------------------------------------------------------
+    def _store(self, bucket: str | None, local_name: str) -> BlobStore:
+        return GCSBlobStore(bucket) if bucket else LocalBlobStore(self.s.local_dir / local_name)
+
+    def run(self) -> RunReport:
+        try:
+            self._run()
+            self.report.status = "Succeeded"
+        except TrainerError as exc:
+            self.report.fail(exc.reason, str(exc))
+            self._record_failure()
+            raise
+        except Exception as exc:
+            self.report.fail("InternalError", f"{type(exc).__name__}: {exc}")
+            self._record_failure()
+            raise
+        finally:
+            self.reporter.progress("Done", force=True)
+            self.reporter.result(self.report.compact())
+            self.report.write(self.s.report_path, self.s.termination_log)
+            if self.db is not None:
+                self.db.close()
+        return self.report
+
+    def _record_failure(self) -> None:
+        try:
+            if self.registry is not None:
+                if self.reserved is not None:
+                    self.registry.abandon_version(self.reserved)
+                self.registry.fail_run(
+                    self.run_id, self.report.reason, self.report.message, self.report.as_dict()
+                )
+        except Exception as exc:  # noqa: BLE001 - the original failure is what the user needs to see
+            log.warning(logfmt(event="failure_not_recorded", run=self.run_id, error=str(exc)[:200]))
+
+    def _run(self) -> None:
+        s, r = self.s, self.report
+        self.reporter.progress("Selecting", force=True)
+        with r.step("registry") as f:
+            self.db = connect(s.database_url, s.local_dir)
+            f["migrations_applied"] = len(migrate(self.db))
+            self.registry = Registry(self.db)
+            earlier = self.registry.start_run(self.run_id, r.mode)
+        if earlier:
+            # A retried Job whose run already succeeded: nothing to redo, no GPU hour spent twice.
+            log.info(logfmt(event="already_succeeded", run=self.run_id))
+            for key in ("selection", "data", "training", "metrics", "champion", "promotion", "model"):
+                setattr(r, key, earlier.get(key) or getattr(r, key))
+            return
+        self.models = self._store(s.models_bucket, "models-bucket")
+        records, source, cutoff, replayed = self._select()
+        dataset = self._build(records, source, replayed)
+        base_path, base_version = self._base_model()
+        outcome = self._train(base_path)
+        challenger = outcome.metrics
+        champion = self._evaluate_champion(base_path, base_version, dataset)
+        decision = decide_promotion(
+            s.promotion,
+            champion,
+            challenger,
+            map50_tolerance=s.map50_tolerance,
+            class_ap_drop=s.class_ap_drop,
+        )
+        self._publish(outcome.best, base_version, challenger, champion, decision, cutoff, dataset, replayed)
+
+    # Steps ---------------------------------------------------------------------------------------------
+    def _select(self) -> tuple[list[Record], BlobStore, datetime | None, set[str]]:
+        s, r = self.s, self.report
+        with r.step("select") as f:
+            if s.from_inferences:
+                since = None if s.all_time else self.registry.last_cutoff()
+                sel = select(
+                    inference_records(self.db, since),
+                    only_verified=s.only_verified,
+                    min_detections=s.min_detections,
+                )
+                source = self._store(s.images_bucket, "images-bucket")
+                replay: list[Record] = []
+                if since is not None and s.replay_ratio > 0 and sel.selected:
+                    want = round(s.replay_ratio * len(sel.selected))
+                    ids = sample_replay(
+                        self.registry.replay_pool(since), want, s.seed, exclude={x.id for x in sel.selected}
+                    )
+                    replay = inference_records_by_id(self.db, ids)
+                r.selection = {
+                    "since": since.isoformat() if since else None,
+                    **sel.counts,
+                    "new": len(sel.selected),
+                    "replayed": len(replay),
+                    "cutoff": sel.cutoff.isoformat() if sel.cutoff else None,
+                }
+                records, cutoff = sel.selected + replay, sel.cutoff
+                replayed = {x.id for x in replay}
+                if not sel.selected:
+                    where = f"since {since.isoformat()}" if since else "in the inferences table"
+                    kind = "verified or corrected " if s.only_verified else ""
+                    raise EmptySelectionError(
+                        f"no new {kind}inferences {where} with at least "
+                        f"{s.min_detections} detection(s): nothing to train on"
+                    )
+            else:
+                uri = s.dataset or ""
+                if uri.startswith("gs://"):
+                    bucket, prefix = parse_gs_uri(uri)
+                    source: BlobStore = GCSBlobStore(bucket)
+                else:
+                    folder = Path(uri).absolute()
+                    if not folder.is_dir():
+                        raise EmptySelectionError(f"dataset folder {folder} does not exist")
+                    source, prefix = LocalBlobStore(folder), ""
+                sel = select(dataset_records(source, prefix), only_verified=False, min_detections=0)
+                records, cutoff, replayed = sel.selected, None, set()
+                r.selection = {**sel.counts, "new": len(sel.selected), "replayed": 0, "source": uri}
+                if not records:
+                    raise EmptySelectionError(
+                        f"dataset {uri} has no image with a label file "
+                        "(expected images/... and labels/... folders)"
+                    )
+            f.update(selected=len(records), new=r.selection["new"], replayed=len(replayed))
+        return records, source, cutoff, replayed
+
+    def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
+        s, r = self.s, self.report
+        self.reporter.progress("Downloading", force=True)
+        with r.step("download") as f:
+            cache = ObjectCache(s.cache_dir / "objects", source)
+            names = [x.image_object for x in records] + [x.label_object for x in records if x.label_object]
+            fetched = cache.fetch(names, concurrency=s.download_concurrency)
+            f.update(
+                objects=len(names),
+                downloaded=fetched.downloaded,
+                cached=fetched.cached,
+                missing=len(fetched.missing),
+                bytes=fetched.bytes_downloaded,
+            )
+        self.reporter.progress("BuildingDataset", force=True)
+        with r.step("dataset") as f:
+            splits = assign_splits(records, s.train_split)
+            ds = write_dataset(self.work / "dataset", records, fetched.paths, splits, fetched.missing)
+            r.data = {
+                "train": ds.counts["train"],
+                "val": ds.counts["val"],
+                "skipped": ds.skipped,
+                "skipped_examples": ds.skipped_examples,
+                "downloaded": fetched.downloaded,
+                "cached": fetched.cached,
+                "bytes_downloaded": fetched.bytes_downloaded,
+                "instances": ds.instances,
+                "replayed_by_class": _class_counts(ds, replayed),
+            }
+            f.update(train=ds.counts["train"], val=ds.counts["val"], skipped=sum(ds.skipped.values()))
+        if not ds.counts["train"] or not ds.counts["val"]:
+            raise EmptySelectionError(
+                f"no usable samples: {ds.counts['train']} for training and {ds.counts['val']} for validation "
+                f"after skipping {ds.skipped or 'none'}; at least one of each is needed"
+            )
+        return ds
+
+    def _base_model(self) -> tuple[Path, int | None]:
+        s = self.s
+        with self.report.step("base_model") as f:
+            base_dir = self.work / "base"
+            base_dir.mkdir(parents=True, exist_ok=True)
+            latest = self.registry.latest()
+            if self.models.stat(LATEST_MODEL) is not None:
+                path = base_dir / "latest.pt"
+                self.models.download(LATEST_MODEL, path)
+                f.update(base=self.models.uri(LATEST_MODEL), version=version_name(latest) if latest else None)
+                return path, latest
+            text = s.base_model
+            if text.endswith((".yaml", ".yml")):
+                f.update(base=text)
+                return Path(text), None
+            if text.startswith("gs://"):
+                bucket, name = parse_gs_uri(text)
+                path = base_dir / Path(name).name
+                GCSBlobStore(bucket).download(name, path)
+                return path, None
+            for candidate in (Path(text), s.local_dir / "weights" / text, Path("weights") / text):
+                if candidate.is_file():
+                    f.update(base=str(candidate.absolute()))
+                    return candidate.absolute(), None
+            raise ModelUnavailableError(
+                f"base model {text!r} is not available offline and models/latest/ is empty: put the file at "
+                f"{s.local_dir / 'weights' / text} (or pass --base-model /path/to/weights.pt or gs://...), "
+                "or pass --base-model yolov8n.yaml to train from scratch"
+            )
+
+    def _train(self, base: Path):
+        from trainer import yolo
+
+        s, r = self.s, self.report
+        yolo.prepare_offline(s.work_dir / "ultralytics")
+        device = yolo.resolve_device(s.device)
+        ckpt = checkpoint_prefix(self.run_id) + "last.pt"
+        resume_from = self.models.stat(ckpt) if s.run_key else None
+        r.training = {"epochs": s.epochs, "device": device, "resumed_from_epoch": None}
+        if resume_from is not None:
+            last = self.work / "train" / "weights" / "last.pt"
+            last.parent.mkdir(parents=True, exist_ok=True)
+            self.models.download(ckpt, last)
+            model = yolo.load_model(last)
+            r.training["resumed_from_epoch"] = _checkpoint_epoch(last)
+        else:
+            model = yolo.load_model(base)
+        best = {"map50": None}
+
+        def on_epoch(u: yolo.EpochUpdate) -> None:
+            if u.map50 is not None and (best["map50"] is None or u.map50 > best["map50"]):
+                best["map50"] = float(u.map50)
+            self.reporter.progress("Training", u.epoch, u.epochs, best["map50"])
+            if (
+                s.run_key
+                and u.last
+                and u.last.is_file()
+                and u.epoch % max(1, s.checkpoint_every) == 0
+                and u.epoch < u.epochs
+            ):
+                self.models.upload_file(u.last, ckpt)  # survives preemption: the Job's retry resumes here
+
+        self.reporter.progress("Training", 0, s.epochs, force=True)
+        with r.step("train", device=device, epochs=s.epochs) as f:
+            outcome = yolo.train(
+                model,
+                data_yaml=self.work / "dataset" / "data.yaml",
+                project=self.work,
+                settings=s,
+                device=device,
+                resume=resume_from is not None,
+                on_epoch=on_epoch,
+            )
+            r.training.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
+            f.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
+        r.metrics = outcome.metrics
+        return outcome
+
+    def _evaluate_champion(self, base: Path, base_version: int | None, ds: DatasetResult) -> dict | None:
+        from trainer import yolo
+
+        if base_version is None or not base.is_file():
+            return None
+        self.reporter.progress("Evaluating", force=True)
+        with self.report.step("evaluate_champion", version=version_name(base_version)) as f:
+            metrics = yolo.evaluate(
+                base,
+                data_yaml=ds.data_yaml,
+                project=self.work,
+                settings=self.s,
+                device=yolo.resolve_device(self.s.device),
+                name="champion",
+            )
+            f.update(map50=metrics["map50"])
+        self.report.champion = {"version": version_name(base_version), **metrics}
+        return metrics
+
+    def _publish(
+        self, weights: Path, base_version, challenger, champion, decision, cutoff, ds, replayed
+    ) -> None:
+        s, r, reg = self.s, self.report, self.registry
+        self.reporter.progress("Publishing", force=True)
+        with r.step("publish") as f:
+            self.reserved = number = reg.reserve_version(self.run_id, base_version)
+            metadata = {
+                "version": version_name(number),
+                "number": number,
+                "run_id": self.run_id,
+                "base_version": version_name(base_version) if base_version else None,
+                "base_model": s.base_model if base_version is None else "models/latest",
+                "created_at": datetime.now(UTC).isoformat(),
+                "metrics": challenger,
+                "champion": r.champion,
+                "promotion_decision": {"promote": decision.promote, "reason": decision.reason},
+                "parameters": s.effective_parameters(),
+                "selection": r.selection,
+                "data": {k: v for k, v in r.data.items() if k != "skipped_examples"},
+                "data_cutoff": cutoff.isoformat() if cutoff else None,
+                "software": _software(),
+            }
+            model_uri, metadata_uri = upload_version(self.models, number, weights, metadata)
+            r.model = {
+                "version": version_name(number),
+                "number": number,
+                "uri": model_uri,
+                "metadata_uri": metadata_uri,
+                "base_version": version_name(base_version) if base_version else None,
+            }
+            f.update(version=version_name(number), uri=model_uri)
+        self.reporter.progress("Registering", force=True)
+        with r.step("register") as f:
+            samples = [(i, split, i in replayed, ds.classes.get(i, [])) for i, split in ds.splits.items()]
+            reg.register(
+                number=number,
+                run_id=self.run_id,
+                model_uri=model_uri,
+                metadata_uri=metadata_uri,
+                metrics=challenger,
+                per_class=challenger.get("per_class", {}),
+                confusion=challenger.get("confusion"),
+                params=s.effective_parameters(),
+                data={**r.selection, **{k: v for k, v in r.data.items() if k != "skipped_examples"}},
+                data_cutoff=cutoff,
+                report=r.as_dict(),
+                samples=samples,
+            )
+            self.reserved = None
+            promoted, current = False, reg.latest()
+            reason = decision.reason
+            if decision.promote:
+                expected = current if s.promotion == "force" else base_version
+                promoted, current = reg.promote(
+                    number,
+                    expected_current=expected,
+                    run_id=self.run_id,
+                    actor=s.run_key or "cli",
+                    reason=decision.reason,
+                    move_objects=lambda: move_latest(self.models, number),
+                )
+                if not promoted:
+                    reason = (
+                        f"latest moved to {version_name(current) if current else 'nothing'} during this "
+                        f"run (compared against {version_name(base_version) if base_version else 'none'})"
+                    )
+            r.promotion = {
+                "promoted": promoted,
+                "reason": reason,
+                "mode": s.promotion,
+                "latest": version_name(number) if promoted else (version_name(current) if current else None),
+            }
+            reg.update_run_report(self.run_id, r.as_dict())
+            f.update(version=version_name(number), promoted=promoted)
+        if s.run_key:
+            self.models.delete(checkpoint_prefix(self.run_id) + "last.pt")
+        try:
+            png = chart.render_per_class_chart(reg.versions(), self.work / "chart.png")
+            self.models.upload_file(png, f"models/v{number}/map50_per_class.png")
+        except Exception as exc:  # noqa: BLE001 - a chart is a convenience, never a reason to fail the run
+            log.warning(logfmt(event="chart_failed", error=str(exc)[:200]))
+        shutil.rmtree(self.work / "train", ignore_errors=True)
+
+
+def _class_counts(ds: DatasetResult, ids: set[str]) -> dict[str, int]:
+    from trainer import CLASS_NAMES
+
+    counts: dict[str, int] = {}
+    for i in ids:
+        for c in ds.classes.get(i, []):
+            counts[CLASS_NAMES[c]] = counts.get(CLASS_NAMES[c], 0) + 1
+    return counts
+
+
+def _checkpoint_epoch(path: Path) -> int | None:
+    try:
+        import torch
+
+        return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _software() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for mod in ("ultralytics", "torch"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            pass
+    return out

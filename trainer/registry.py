@@ -1,0 +1,238 @@
+"""The model registry: versions, runs, samples, promotions and the latest pointer, in one database."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from trainer.db import Database, as_datetime, utcnow
+
+VERSION_LOCK = 727275  # serialises version numbering and promotions across concurrent runs
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    number: int
+    name: str
+    state: str
+    promoted: bool
+    map50: float | None
+    map50_95: float | None
+    precision: float | None
+    recall: float | None
+    per_class: dict
+    base_version: int | None
+    data: dict
+    data_cutoff: datetime | None
+    created_at: datetime | None
+    model_uri: str | None
+
+
+def version_name(number: int) -> str:
+    return f"v{number}"
+
+
+class Registry:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _lock(self) -> None:
+        if self.db.dialect == "postgresql":
+            self.db.execute("SELECT pg_advisory_xact_lock($1)", VERSION_LOCK)
+
+    # Runs ---------------------------------------------------------------------------------------------
+    def start_run(self, run_id: str, mode: str) -> dict | None:
+        """Records a run as running; returns the earlier row when this run id already succeeded."""
+        with self.db.transaction():
+            rows = self.db.fetch("SELECT status, report FROM training_runs WHERE id = $1 FOR UPDATE", run_id)
+            if rows and rows[0]["status"] == "succeeded":
+                return json.loads(rows[0]["report"] or "{}")
+            self.db.execute(
+                "INSERT INTO training_runs (id, status, mode, started_at) VALUES ($1, 'running', $2, $3) "
+                "ON CONFLICT (id) DO UPDATE SET status = 'running', reason = NULL, message = NULL",
+                run_id,
+                mode,
+                utcnow(),
+            )
+        return None
+
+    def fail_run(self, run_id: str, reason: str, message: str, report: dict) -> None:
+        self.db.execute(
+            "UPDATE training_runs SET status = 'failed', reason = $2, message = $3, report = $4, finished_at = $5 "
+            "WHERE id = $1",
+            run_id,
+            reason,
+            message[:2000],
+            json.dumps(report),
+            utcnow(),
+        )
+
+    def last_cutoff(self) -> datetime | None:
+        """The data cutoff of the newest successful training on inferences: the next run starts after it."""
+        rows = self.db.fetch(
+            "SELECT max(data_cutoff) AS cutoff FROM training_runs "
+            "WHERE mode = 'inferences' AND status = 'succeeded'"
+        )
+        return as_datetime(rows[0]["cutoff"]) if rows else None
+
+    def replay_pool(self, before: datetime | None) -> list[tuple[str, list[int]]]:
+        """Samples earlier successful runs trained on (train split only), with their classes."""
+        rows = self.db.fetch(
+            "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "
+            "JOIN training_runs r ON r.id = s.run_id "
+            "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = 'train' "
+            "ORDER BY s.sample_id"
+        )
+        return [(r["sample_id"], json.loads(r["classes"])) for r in rows]
+
+    # Versions -----------------------------------------------------------------------------------------
+    def reserve_version(self, run_id: str, base_version: int | None) -> int:
+        """The next version number, held by this run: two runs at once never get the same one."""
+        with self.db.transaction():
+            self._lock()
+            rows = self.db.fetch("SELECT coalesce(max(number), 0) + 1 AS n FROM model_versions")
+            number = int(rows[0]["n"])
+            self.db.execute(
+                "INSERT INTO model_versions (number, name, state, run_id, base_version, created_at) "
+                "VALUES ($1, $2, 'reserved', $3, $4, $5)",
+                number,
+                version_name(number),
+                run_id,
+                base_version,
+                utcnow(),
+            )
+        return number
+
+    def abandon_version(self, number: int) -> None:
+        self.db.execute(
+            "UPDATE model_versions SET state = 'abandoned' WHERE number = $1 AND state = 'reserved'", number
+        )
+
+    def register(
+        self,
+        *,
+        number: int,
+        run_id: str,
+        model_uri: str,
+        metadata_uri: str,
+        metrics: dict,
+        per_class: dict,
+        confusion: list | None,
+        params: dict,
+        data: dict,
+        data_cutoff: datetime | None,
+        report: dict,
+        samples: Iterable[tuple[str, str, bool, list[int]]],
+    ) -> None:
+        """Version, run and samples in one transaction: all of it is registered, or none."""
+        with self.db.transaction():
+            self.db.execute(
+                "UPDATE model_versions SET state = 'registered', model_uri = $2, metadata_uri = $3, map50 = $4, "
+                "map50_95 = $5, precision_ = $6, recall = $7, per_class = $8, confusion = $9, params = $10, "
+                "data = $11, data_cutoff = $12, registered_at = $13 WHERE number = $1",
+                number,
+                model_uri,
+                metadata_uri,
+                metrics.get("map50"),
+                metrics.get("map50_95"),
+                metrics.get("precision"),
+                metrics.get("recall"),
+                json.dumps(per_class),
+                json.dumps(confusion) if confusion is not None else None,
+                json.dumps(params),
+                json.dumps(data),
+                data_cutoff,
+                utcnow(),
+            )
+            self.db.execute(
+                "UPDATE training_runs SET status = 'succeeded', data_cutoff = $2, model_version = $3, "
+                "report = $4, finished_at = $5 WHERE id = $1",
+                run_id,
+                data_cutoff,
+                number,
+                json.dumps(report),
+                utcnow(),
+            )
+            self.db.execute("DELETE FROM training_samples WHERE run_id = $1", run_id)
+            for sample_id, split, replayed, classes in samples:
+                self.db.execute(
+                    "INSERT INTO training_samples (run_id, sample_id, split, replayed, classes) "
+                    "VALUES ($1, $2, $3, $4, $5)",
+                    run_id,
+                    sample_id,
+                    split,
+                    replayed,
+                    json.dumps(classes),
+                )
+
+    def update_run_report(self, run_id: str, report: dict) -> None:
+        self.db.execute("UPDATE training_runs SET report = $2 WHERE id = $1", run_id, json.dumps(report))
+
+    def latest(self) -> int | None:
+        rows = self.db.fetch("SELECT version FROM latest_model WHERE id = 1")
+        return rows[0]["version"] if rows else None
+
+    def promote(
+        self,
+        number: int,
+        *,
+        expected_current: int | None,
+        run_id: str,
+        actor: str,
+        reason: str,
+        move_objects: Callable[[], None],
+    ) -> tuple[bool, int | None]:
+        """Moves latest to `number` if it still is `expected_current` (compare-and-swap).
+
+        move_objects copies the files to models/latest/ inside the locked transaction: if it fails the
+        pointer does not move. Returns (promoted, the version latest was at).
+        """
+        with self.db.transaction():
+            self._lock()
+            current = self.db.fetch("SELECT version FROM latest_model WHERE id = 1 FOR UPDATE")[0]["version"]
+            if current != expected_current:
+                return False, current
+            move_objects()
+            now = utcnow()
+            self.db.execute("UPDATE latest_model SET version = $1, updated_at = $2 WHERE id = 1", number, now)
+            self.db.execute("UPDATE model_versions SET promoted = TRUE WHERE number = $1", number)
+            next_id = self.db.fetch("SELECT coalesce(max(id), 0) + 1 AS n FROM promotions")[0]["n"]
+            self.db.execute(
+                "INSERT INTO promotions (id, version, previous, run_id, actor, reason, promoted_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                int(next_id),
+                number,
+                current,
+                run_id,
+                actor,
+                reason,
+                now,
+            )
+        return True, current
+
+    def versions(self) -> list[VersionRow]:
+        rows = self.db.fetch("SELECT * FROM model_versions WHERE state = 'registered' ORDER BY number")
+        return [
+            VersionRow(
+                number=r["number"],
+                name=r["name"],
+                state=r["state"],
+                promoted=bool(r["promoted"]),
+                map50=r["map50"],
+                map50_95=r["map50_95"],
+                precision=r["precision_"],
+                recall=r["recall"],
+                per_class=json.loads(r["per_class"] or "{}"),
+                base_version=r["base_version"],
+                data=json.loads(r["data"] or "{}"),
+                data_cutoff=as_datetime(r["data_cutoff"]),
+                created_at=as_datetime(r["created_at"]),
+                model_uri=r["model_uri"],
+            )
+            for r in rows
+        ]
+
+    def promotions(self) -> list[dict]:
+        return self.db.fetch("SELECT * FROM promotions ORDER BY id")

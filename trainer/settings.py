@@ -1,0 +1,235 @@
+"""One typed settings object for the trainer, built at start-up from flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from trainer.errors import ConfigError
+
+PROMOTION_MODES = ("gate", "force", "skip")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Training parameters (names and defaults are the original job's).
+    epochs: int = 50
+    batch_size: int = 16
+    learning_rate: float = 0.01
+    img_size: int = 640
+    patience: int = 10
+    device: str = "auto"
+    base_model: str = "yolov8n.pt"
+    seed: int = 0
+    workers: int = 8
+    # Data source.
+    from_inferences: bool = False
+    only_verified: bool = False
+    all_time: bool = False
+    train_split: float = 0.8
+    min_detections: int = 1
+    dataset: str | None = None
+    replay_ratio: float = 1.0
+    # Promotion gate.
+    promotion: str = "gate"
+    map50_tolerance: float = 0.02
+    class_ap_drop: float = 0.15
+    checkpoint_every: int = 1
+    # Environment.
+    database_url: str | None = field(default=None, repr=False)
+    models_bucket: str | None = None
+    images_bucket: str | None = None
+    datasets_bucket: str | None = None
+    local_dir: Path = Path(".wd-local")
+    work_dir: Path = Path("/tmp/wd-trainer")
+    cache_dir: Path = Path("/tmp/wd-trainer/cache")
+    report_path: Path | None = None
+    termination_log: Path | None = None
+    run_name: str | None = None
+    run_namespace: str | None = None
+    download_concurrency: int = 16
+
+    @property
+    def run_key(self) -> str | None:
+        """The Kubernetes identity of this run, stable across the Job's retries."""
+        if self.run_name:
+            return f"{self.run_namespace or 'default'}/{self.run_name}"
+        return None
+
+    def effective_parameters(self) -> dict:
+        """What a model version records about how it was made (no secrets)."""
+        keep = (
+            "epochs batch_size learning_rate img_size patience device base_model seed from_inferences "
+            "only_verified all_time train_split min_detections dataset replay_ratio promotion "
+            "map50_tolerance class_ap_drop"
+        ).split()
+        values = asdict(self)
+        return {k: values[k] for k in keep}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Fine-tune the waste-detection YOLOv8 model on verified feedback and publish a new version.",
+        epilog="Subcommand: 'python -m trainer versions' lists registered versions.",
+    )
+    p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument(
+        "--learning-rate", type=float, default=0.01, help="initial learning rate lr0 (default 0.01)"
+    )
+    p.add_argument("--img-size", type=int, default=640, help="square training image size (default 640)")
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
+    p.add_argument("--device", default="auto", help="auto (cuda when visible, else cpu), cpu, cuda, 0, 0,1")
+    p.add_argument(
+        "--base-model",
+        default="yolov8n.pt",
+        help="weights to start from when models/latest/ is empty: a .pt path, gs:// URI, or a .yaml "
+        "architecture to train from scratch (default yolov8n.pt)",
+    )
+    p.add_argument("--from-inferences", action="store_true", help="train on Inference API records")
+    p.add_argument("--only-verified", action="store_true", help="keep only verified or corrected records")
+    p.add_argument(
+        "--all-time", action="store_true", help="all records, not only those since the last training"
+    )
+    p.add_argument("--train-split", type=float, default=0.8, help="fraction of samples used for training")
+    p.add_argument("--min-detections", type=int, default=1, help="skip records with fewer boxes")
+    p.add_argument("--dataset", metavar="PATH|gs://bucket/prefix|NAME", help="train on a YOLO dataset")
+    p.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=1.0,
+        help="earlier training images mixed in per new image on incremental runs (default 1.0)",
+    )
+    p.add_argument(
+        "--promotion",
+        choices=PROMOTION_MODES,
+        default="gate",
+        help="gate: move latest only if not worse; force: always; skip: never (default gate)",
+    )
+    p.add_argument(
+        "--map50-tolerance",
+        type=float,
+        default=0.02,
+        help="gate: how much lower than the champion's mAP50 is still accepted (default 0.02)",
+    )
+    p.add_argument(
+        "--class-ap-drop",
+        type=float,
+        default=0.15,
+        help="gate: largest accepted drop of one class's AP50 (default 0.15)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="data-loader workers (default: CPUs, at most 8)")
+    return p
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors become one ConfigError line
+        raise _ArgumentError(message)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = build_parser()
+    parser.__class__ = _Parser
+    try:
+        return parser.parse_args(list(argv))
+    except _ArgumentError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Flags and environment -> Settings, or a ConfigError naming what is wrong. Reads no files."""
+    env = os.environ if env is None else env
+    a = parse_args(argv)
+
+    if a.from_inferences and a.dataset:
+        raise ConfigError("choose one data source: --from-inferences or --dataset, not both")
+    if not a.from_inferences and not a.dataset:
+        raise ConfigError("no data source: pass --from-inferences or --dataset PATH|gs://bucket/prefix")
+    if a.dataset and (a.only_verified or a.all_time):
+        raise ConfigError("--only-verified and --all-time apply to --from-inferences, not to --dataset")
+    if not 0 < a.train_split < 1:
+        raise ConfigError(f"--train-split must be between 0 and 1 (exclusive), got {a.train_split}")
+    for name in ("epochs", "batch_size", "img_size"):
+        _positive("--" + name.replace("_", "-"), getattr(a, name))
+    _positive("--learning-rate", a.learning_rate)
+    if a.img_size % 32:
+        raise ConfigError(f"--img-size must be a multiple of 32, got {a.img_size}")
+    if a.patience < 0 or a.min_detections < 0:
+        raise ConfigError("--patience and --min-detections must not be negative")
+    if not 0 <= a.replay_ratio <= 10:
+        raise ConfigError(f"--replay-ratio must be between 0 and 10, got {a.replay_ratio}")
+
+    database_url = env.get("DATABASE_URL") or None
+    images_bucket = env.get("GCS_IMAGES_BUCKET") or None
+    datasets_bucket = env.get("GCS_DATASETS_BUCKET") or None
+    if a.from_inferences and not database_url:
+        raise ConfigError("--from-inferences needs DATABASE_URL (the Inference API's PostgreSQL)")
+    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+    models_bucket = env.get("GCS_MODELS_BUCKET") or None
+    if images_bucket or datasets_bucket or models_bucket:
+        # Production mode: once any bucket is named, the ones this mode needs must all be named, so a
+        # forgotten variable never sends models to a local folder inside a pod.
+        if not models_bucket:
+            raise ConfigError("GCS_MODELS_BUCKET is not set, but other GCS_*_BUCKET variables are")
+        if a.from_inferences and not images_bucket:
+            raise ConfigError("--from-inferences with GCS needs GCS_IMAGES_BUCKET (where the images are)")
+    dataset = a.dataset
+    if dataset and not dataset.startswith("gs://") and "/" not in dataset and not Path(dataset).exists():
+        if not datasets_bucket:
+            raise ConfigError(
+                f"--dataset {dataset!r} is neither a folder nor a gs:// URI; set GCS_DATASETS_BUCKET to read "
+                "it from the datasets bucket"
+            )
+        dataset = f"gs://{datasets_bucket}/{dataset}"
+
+    tmp = Path(env.get("TMPDIR") or "/tmp")
+    work_dir = Path(env.get("TRAINER_WORK_DIR") or tmp / "wd-trainer")
+    workers = a.workers if a.workers is not None else min(8, os.cpu_count() or 1)
+    return Settings(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        learning_rate=a.learning_rate,
+        img_size=a.img_size,
+        patience=a.patience,
+        device=a.device,
+        base_model=a.base_model,
+        seed=a.seed,
+        workers=workers,
+        from_inferences=a.from_inferences,
+        only_verified=a.only_verified,
+        all_time=a.all_time,
+        train_split=a.train_split,
+        min_detections=a.min_detections,
+        dataset=dataset,
+        replay_ratio=a.replay_ratio,
+        promotion=a.promotion,
+        map50_tolerance=a.map50_tolerance,
+        class_ap_drop=a.class_ap_drop,
+        database_url=database_url,
+        models_bucket=models_bucket,
+        images_bucket=images_bucket,
+        datasets_bucket=datasets_bucket,
+        local_dir=Path(env.get("TRAINER_LOCAL_DIR") or ".wd-local").absolute(),
+        work_dir=work_dir,
+        cache_dir=Path(env.get("TRAINER_CACHE_DIR") or work_dir / "cache"),
+        report_path=Path(env["TRAINER_REPORT_PATH"]) if env.get("TRAINER_REPORT_PATH") else None,
+        termination_log=Path(env["TRAINER_TERMINATION_LOG"]) if env.get("TRAINER_TERMINATION_LOG") else None,
+        run_name=env.get("TRAININGRUN_NAME") or None,
+        run_namespace=env.get("TRAININGRUN_NAMESPACE") or None,
+        download_concurrency=int(env.get("TRAINER_DOWNLOAD_CONCURRENCY") or 16),
+    )

@@ -1,0 +1,84 @@
+"""Where samples come from: the Inference API's table, or a YOLO dataset in a folder or a bucket."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import PurePosixPath
+
+from trainer.blobstore import BlobStore
+from trainer.db import Database, as_datetime
+from trainer.selection import Record
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def inference_records(db: Database, since: datetime | None) -> list[Record]:
+    """Inference API records updated after `since` (all when None), oldest first."""
+    sql = (
+        "SELECT id, image_object, label_object, status, detection_count, updated_at FROM inferences "
+        "WHERE ($1::timestamptz IS NULL OR updated_at > $1::timestamptz) ORDER BY updated_at, id"
+    )
+    return [
+        Record(
+            id=str(r["id"]),
+            image_object=r["image_object"],
+            label_object=r["label_object"],
+            status=r["status"],
+            detections=int(r["detection_count"]),
+            updated_at=as_datetime(r["updated_at"]),
+        )
+        for r in db.fetch(sql, since)
+    ]
+
+
+def inference_records_by_id(db: Database, ids: list[str]) -> list[Record]:
+    """Earlier records picked for replay, still verified or corrected today (a record rejected since is dropped)."""
+    if not ids:
+        return []
+    rows = db.fetch(
+        "SELECT id, image_object, label_object, status, detection_count, updated_at FROM inferences "
+        "WHERE id = ANY($1::text[]) AND status IN ('verified', 'corrected') ORDER BY id",
+        ids,
+    )
+    return [
+        Record(
+            id=str(r["id"]),
+            image_object=r["image_object"],
+            label_object=r["label_object"],
+            status=r["status"],
+            detections=int(r["detection_count"]),
+            updated_at=as_datetime(r["updated_at"]),
+        )
+        for r in rows
+    ]
+
+
+def dataset_records(store: BlobStore, prefix: str) -> list[Record]:
+    """Pairs images/**/X.ext with labels/**/X.txt under prefix (Ultralytics' layout).
+
+    A dataset's own train/val folders are kept as the split; an image without a label file is listed
+    with no label and counted as skipped by the selection.
+    """
+    prefix = prefix.strip("/")
+    base = f"{prefix}/" if prefix else ""
+    objects = {info.name for info in store.list(base)}
+    records = []
+    for name in sorted(objects):
+        rel = PurePosixPath(name[len(base) :])
+        if rel.suffix.lower() not in IMAGE_SUFFIXES or "images" not in rel.parts:
+            continue
+        parts = list(rel.parts)
+        i = len(parts) - 1 - parts[::-1].index("images")
+        label_rel = PurePosixPath(*parts[:i], "labels", *parts[i + 1 :]).with_suffix(".txt")
+        label = base + label_rel.as_posix()
+        sub = parts[i + 1 : -1]
+        hint = sub[0] if sub and sub[0] in ("train", "val") else None
+        records.append(
+            Record(
+                id=rel.with_suffix("").as_posix(),
+                image_object=name,
+                label_object=label if label in objects else None,
+                split_hint=hint,
+            )
+        )
+    return records
