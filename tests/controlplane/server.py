@@ -1,0 +1,253 @@
+"""A real kube-apiserver + etcd pair, run as local processes (no containers, no controller-manager).
+
+What is missing compared with a cluster: no controller-manager (no garbage collector, no namespace
+controller: a deleted namespace stays Terminating; no ServiceAccount token controller, no "default"
+ServiceAccount), no scheduler, no kubelet. The ServiceAccount admission plugin is disabled (as envtest
+does), so Pods can be created without their ServiceAccount existing; `JobRunner` checks it itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import http.client
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from kubernetes import client, config
+
+from tests.controlplane import certs
+
+BUILD_SH = Path(__file__).with_name("build.sh")
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+_live: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM the process group, then SIGKILL it after `timeout` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Kill the whole group even when the leader is gone (stray children).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+
+
+@atexit.register
+def _kill_all() -> None:
+    while _live:
+        _kill_group(_live.pop(), timeout=2.0)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def build_binaries(log: Path) -> Path:
+    """Runs build.sh (a no-op when the binaries are cached) and returns the folder it prints last."""
+    with log.open("ab") as err:
+        out = subprocess.run(["bash", str(BUILD_SH)], stdout=subprocess.PIPE, stderr=err, check=False)
+    lines = out.stdout.decode().strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise RuntimeError(f"{BUILD_SH} failed (exit {out.returncode}); end of {log}:\n{tail}")
+    return Path(lines[-1])
+
+
+class ControlPlane:
+    """etcd + kube-apiserver on free 127.0.0.1 ports, with an admin kubeconfig (system:masters)."""
+
+    def __init__(self, bin_dir: Path, workdir: Path) -> None:
+        self.bin_dir = Path(bin_dir)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.server = f"https://127.0.0.1:{self.port}"
+        self.kubeconfig = ""
+        self.start_seconds = float("nan")
+        self.build_seconds = float("nan")
+        self.binaries_were_cached = False
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._certs: certs.CertFiles | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [str(self.bin_dir / name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        self._procs.append(proc)
+        _live.append(proc)
+        return proc
+
+    def start(self, timeout: float = 60.0) -> None:
+        t0 = time.monotonic()
+        self._certs = c = certs.generate(self.workdir / "pki")
+        etcd_port, peer_port = free_port(), free_port()
+        etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
+        self._spawn(
+            "etcd",
+            [
+                f"--data-dir={self.workdir / 'etcd'}",
+                "--name=default",
+                f"--listen-client-urls={etcd_url}",
+                f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=default={peer_url}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--cert-dir={self.workdir / 'pki'}",
+                f"--tls-cert-file={c.serving_cert}",
+                f"--tls-private-key-file={c.serving_key}",
+                f"--client-ca-file={c.ca_cert}",
+                "--authorization-mode=RBAC",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={c.sa_pub}",
+                f"--service-account-signing-key-file={c.sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--disable-admission-plugins=ServiceAccount",
+                "--enable-priority-and-fairness=false",
+                "--endpoint-reconciler-type=none",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
+        self.kubeconfig = str(
+            certs.write_kubeconfig(
+                self.workdir / "admin.kubeconfig",
+                self.server,
+                c.ca_cert,
+                "admin",
+                client_cert=c.admin_cert,
+                client_key=c.admin_key,
+            )
+        )
+        self._wait_ready(t0 + timeout)
+        self.start_seconds = time.monotonic() - t0
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._certs is not None
+        ctx = ssl.create_default_context(cafile=str(self._certs.ca_cert))
+        ctx.load_cert_chain(str(self._certs.admin_cert), str(self._certs.admin_key))
+        last = ""
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; {self._log_tails()}")
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (OSError, http.client.HTTPException) as e:  # not up yet
+                last = str(e)
+            time.sleep(0.1)
+        raise TimeoutError(f"kube-apiserver not ready: {last}; {self._log_tails()}")
+
+    def _log_tails(self) -> str:
+        parts = []
+        for name in ("etcd", "kube-apiserver"):
+            log = self.workdir / f"{name}.log"
+            if log.exists():
+                parts.append(f"--- {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):  # apiserver first, then etcd
+            _kill_group(proc)
+            with contextlib.suppress(ValueError):
+                _live.remove(proc)
+        self._procs.clear()
+
+    # -- clients ---------------------------------------------------------------------------------
+    def kubectl(
+        self,
+        *args: str,
+        kubeconfig: str | None = None,
+        check: bool = True,
+        input: str | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs the built kubectl (never the system one) against this control plane."""
+        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    def api_client(self, kubeconfig: str | None = None) -> client.ApiClient:
+        cfg = client.Configuration()
+        config.load_kube_config(
+            config_file=kubeconfig or self.kubeconfig, client_configuration=cfg, persist_config=False
+        )
+        cfg.connection_pool_maxsize = 16  # the JobRunner's threads share one client
+        return client.ApiClient(cfg)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, expiration_seconds: int = 86400) -> str:
+        """Creates the ServiceAccount if missing and writes a kubeconfig with a TokenRequest token."""
+        assert self._certs is not None
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            try:
+                core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+            except client.ApiException as e:
+                if e.status != 409:
+                    raise
+            token = core.create_namespaced_service_account_token(
+                name,
+                namespace,
+                client.AuthenticationV1TokenRequest(
+                    spec=client.V1TokenRequestSpec(
+                        audiences=[SA_ISSUER], expiration_seconds=expiration_seconds
+                    )
+                ),
+            ).status.token
+        path = self.workdir / "kubeconfigs" / f"sa-{namespace}-{name}.kubeconfig"
+        path.parent.mkdir(exist_ok=True)
+        user = f"system:serviceaccount:{namespace}:{name}"
+        certs.write_kubeconfig(path, self.server, self._certs.ca_cert, user, token=token, namespace=namespace)
+        return str(path)
