@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import secrets
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +24,14 @@ __all__ = ["ControlPlane", "JobRunner", "control_plane", "job_runner", "namespac
 _started: list[ControlPlane] = []
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def _sigterm_to_exit() -> None:
-    """Turn SIGTERM into SystemExit so fixture teardown and atexit still stop the processes."""
+    """Turn SIGTERM into an interrupt, so pytest stops and fixture teardown stops the processes."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

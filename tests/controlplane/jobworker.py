@@ -20,6 +20,7 @@ from kubernetes import client
 
 from tests.controlplane import kubelet
 from tests.controlplane.kubelet import Obj, now
+from tests.controlplane.server import die_with_parent
 
 if TYPE_CHECKING:
     from tests.controlplane.jobrunner import JobRunner
@@ -248,7 +249,7 @@ class JobWorker(threading.Thread):
         with log_path.open("ab") as out, self._proc_lock:
             self._check()
             self.proc = proc = subprocess.Popen(
-                cmd, cwd=container.get("workingDir") or self.runner.cwd, env=env, stdout=out,
+                die_with_parent(cmd), cwd=container.get("workingDir") or self.runner.cwd, env=env, stdout=out,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
         run_start = now()

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -54,10 +53,11 @@ def _kill_all() -> None:
         _kill_group(_live.pop(), timeout=2.0)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def die_with_parent(cmd: list[str]) -> list[str]:
+    """Prefix `cmd` so the kernel SIGKILLs it when the spawning thread dies (even if pytest is SIGKILLed).
+    Only for processes whose spawning thread outlives them; a no-op without util-linux's setpriv."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *cmd] if setpriv else cmd
 
 
 def free_port() -> int:
@@ -91,21 +91,22 @@ class ControlPlane:
         self.build_seconds = float("nan")
         self.binaries_were_cached = False
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._names: dict[int, str] = {}
         self._certs: certs.CertFiles | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [str(self.bin_dir / name), *args],
+            die_with_parent([str(self.bin_dir / name), *args]),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         log.close()
         self._procs.append(proc)
+        self._names[proc.pid] = name
         _live.append(proc)
         return proc
 
@@ -173,7 +174,9 @@ class ControlPlane:
         while time.monotonic() < deadline:
             for proc in self._procs:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; {self._log_tails()}")
+                    raise RuntimeError(
+                        f"{self._names[proc.pid]} exited with {proc.returncode}; {self._log_tails()}"
+                    )
             try:
                 with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
                     if r.status == 200:
