@@ -27,7 +27,7 @@ _MIGRATION_LOCK = 727274  # pg_advisory_xact_lock key for applying migrations
 
 def redact(text: str) -> str:
     """Removes passwords from any URL in a message, so errors can be logged and reported safely."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(://[^:/@\s]*):[^\s/]*@", r"\1:***@", text)
 
 
 def utcnow() -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -22,6 +23,8 @@ def decide_promotion(
     if champion is None:
         return Decision(True, "first version: nothing deployed to compare with")
     new, old = float(challenger.get("map50") or 0.0), float(champion.get("map50") or 0.0)
+    if not math.isfinite(new):
+        return Decision(False, f"the new model's mAP50 is not a number ({new})")
     if new < old - map50_tolerance:
         return Decision(
             False,

@@ -66,7 +66,7 @@ class RunReport:
             log.info(logfmt(step=name, run=self.run_id, seconds=round(seconds, 3), **extra))
 
     def fail(self, reason: str, message: str) -> None:
-        self.status, self.reason, self.message = "Failed", reason, redact(message)
+        self.status, self.reason, self.message = "Failed", reason, " ".join(redact(message).split())
 
     def as_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "started"}
@@ -85,7 +85,7 @@ class RunReport:
             "modelUri": self.model.get("uri"),
             "baseVersion": self.model.get("base_version"),
             "promoted": bool(self.promotion.get("promoted", False)),
-            "promotionReason": str(self.promotion.get("reason", ""))[:256],
+            "promotionReason": " ".join(str(self.promotion.get("reason", "")).split())[:256],
             "metrics": {
                 "mAP50": m.get("map50"),
                 "mAP50_95": m.get("map50_95"),

@@ -189,13 +189,14 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         if a.from_inferences and not images_bucket:
             raise ConfigError("--from-inferences with GCS needs GCS_IMAGES_BUCKET (where the images are)")
     dataset = a.dataset
-    if dataset and not dataset.startswith("gs://") and "/" not in dataset and not Path(dataset).exists():
+    if dataset and not dataset.startswith("gs://") and not Path(dataset).is_dir():
+        # Not a local folder: a dataset name (or prefix) in the datasets bucket.
         if not datasets_bucket:
             raise ConfigError(
-                f"--dataset {dataset!r} is neither a folder nor a gs:// URI; set GCS_DATASETS_BUCKET to read "
-                "it from the datasets bucket"
+                f"--dataset {dataset!r} is not a folder here and not a gs:// URI; set GCS_DATASETS_BUCKET to "
+                "read it from the datasets bucket"
             )
-        dataset = f"gs://{datasets_bucket}/{dataset}"
+        dataset = f"gs://{datasets_bucket}/{dataset.strip('/')}"
 
     tmp = Path(env.get("TMPDIR") or "/tmp")
     work_dir = Path(env.get("TRAINER_WORK_DIR") or tmp / "wd-trainer")

@@ -63,3 +63,18 @@ def test_a_model_within_the_tolerance_is_promoted(new):
     d = decide(champion=champion, challenger=challenger)
     assert d.promote, d.reason
     assert "0.6000" in d.reason
+
+
+def test_a_challenger_with_nan_map50_is_never_promoted():
+    import math
+
+    from trainer.gate import decide_promotion
+
+    d = decide_promotion(
+        "gate",
+        {"map50": 0.3, "per_class": {}},
+        {"map50": math.nan, "per_class": {}},
+        map50_tolerance=0.02,
+        class_ap_drop=0.15,
+    )
+    assert not d.promote and "not a number" in d.reason

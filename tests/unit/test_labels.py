@@ -138,11 +138,6 @@ def test_a_broken_or_unusable_image_fails_as_bad_image(data):
     assert exc.value.reason == "bad_image"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_image refuses a complete JPEG followed by >4 KiB of trailing data (phone motion "
-    "photos append a video after the end-of-image marker) as 'truncated JPEG'",
-)
 def test_a_complete_jpeg_with_trailing_data_after_the_end_marker_passes():
     data = make_sample(3).image + random.Random(1).randbytes(8192).replace(b"\xff\xd9", b"\x00\x00")
     assert check_image(data) == ".jpg"

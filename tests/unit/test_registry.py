@@ -238,3 +238,10 @@ def test_redact_hides_the_password_in_a_database_url(text, secret):
 def test_redact_keeps_user_host_and_database():
     assert redact("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
     assert redact("postgresql://host/db") == "postgresql://host/db"
+
+
+def test_redact_hides_passwords_with_empty_user_or_at_signs():
+    from trainer.db import redact
+
+    assert "secret" not in redact("postgresql://:secret@db:5432/x")
+    assert "ss" not in redact("postgresql://u:p@ss@db/x").split("@")[0]

@@ -73,10 +73,6 @@ def test_compact_stays_under_4096_bytes_with_a_huge_message():
     assert len(json.dumps(c).encode()) < TERMINATION_LIMIT == 4096
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: compact() copies newlines of the failure message; CONTRACTS.md says 'one line'",
-)
 def test_compact_message_is_one_line():
     r = RunReport(run_id="r", mode="dataset")
     r.fail("TrainingError", "CUDA error: out of memory\nTraceback (most recent call last):\n  File x")

@@ -1,0 +1,247 @@
+"""The trainer on real services: PostgreSQL, fake-gcs-server, Ultralytics on CPU. Nothing mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.fixtures.data import make_sample
+from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql, run_trainer
+
+FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "8", "--workers", "0"]
+
+
+@pytest.fixture
+def world(postgres, gcs, tmp_path):
+    dsn = postgres.new_database()
+    create_inference_table(dsn)
+    images, models = gcs.bucket(), gcs.bucket()
+    env = {
+        "DATABASE_URL": dsn,
+        "GCS_IMAGES_BUCKET": images.name,
+        "GCS_MODELS_BUCKET": models.name,
+        "STORAGE_EMULATOR_HOST": gcs.endpoint,
+        "TRAINER_WORK_DIR": str(tmp_path / "work"),
+        "TRAINER_LOCAL_DIR": str(tmp_path),
+        "TRAINER_REPORT_PATH": str(tmp_path / "report.json"),
+        "TRAINER_TERMINATION_LOG": str(tmp_path / "termination-log"),
+    }
+    api = InferenceAPI(dsn=dsn, bucket=images)
+    return api, models, env, tmp_path
+
+
+def names(bucket, prefix: str) -> set[str]:
+    return {b.name for b in bucket.client.list_blobs(bucket, prefix=prefix)}
+
+
+@pytest.mark.slow
+def test_incremental_story_first_run_then_only_new_inferences_then_nothing_new(world):
+    api, models, env, tmp = world
+    api.add(14, "verified")
+    api.add(4, "corrected")
+    api.add(5, "pending")
+    api.add(3, "rejected")
+    # Bad input that must be skipped and counted, never crash the run or escape the dataset folder.
+    api.add(1, "verified", label="6 0.5 0.5 0.2 0.2\n")
+    api.add(1, "verified", label="0 nan 0.5 0.2 0.2\n")
+    api.add(1, "verified", image=b"")
+    api.add(1, "verified", image=make_sample(1).image[:700])
+    api.add(1, "verified", image_object="../../etc/passwd")
+    api.add(1, "verified", label_object="/abs/label.txt")
+
+    code, report, err = run_trainer(
+        ["--from-inferences", "--only-verified", "--base-model", "yolov8n.yaml", *FAST], env
+    )
+    assert code == 0, err
+    assert report["status"] == "Succeeded"
+    sel = report["selection"]
+    assert sel["new"] == 24 and sel["not_verified"] == 5 and sel["rejected"] == 3 and sel["replayed"] == 0
+    skipped = report["data"]["skipped"]
+    assert skipped == {"bad_label": 2, "bad_image": 2, "missing_image": 1, "missing_label": 1}
+    assert report["data"]["train"] + report["data"]["val"] == 18
+    assert report["model"]["version"] == "v1" and report["promotion"]["promoted"] is True
+    assert {
+        "models/v1/yolov8n_waste.pt",
+        "models/v1/metadata.json",
+        "models/latest/yolov8n_waste.pt",
+        "models/latest/metadata.json",
+    } <= names(models, "models/")
+    assert not any("passwd" in p for p in os.listdir(tmp / "work")), "object name escaped into the work dir"
+    meta = json.loads(models.blob("models/v1/metadata.json").download_as_bytes())
+    assert (
+        meta["parameters"]["epochs"] == 1 and meta["data_cutoff"] and "database_url" not in json.dumps(meta)
+    )
+    row = psql(env["DATABASE_URL"], "SELECT name, state, promoted, map50 IS NOT NULL FROM model_versions")
+    assert row == "v1|registered|t|t"
+    compact = json.loads((tmp / "termination-log").read_text())
+    assert compact["modelVersion"] == "v1" and compact["status"] == "Succeeded"
+
+    # New feedback arrives: only it is selected, plus replay of earlier training images; base is v1.
+    new_ids = api.add(6, "verified")
+    api.add(2, "pending")
+    code, report, err = run_trainer(["--from-inferences", "--only-verified", *FAST], env)
+    assert code == 0, err
+    assert report["selection"]["new"] == 6
+    assert 1 <= report["selection"]["replayed"] <= 6
+    assert report["model"] == {**report["model"], "version": "v2", "base_version": "v1"}
+    assert report["champion"]["version"] == "v1"
+    trained = psql(
+        env["DATABASE_URL"],
+        "SELECT sample_id FROM training_samples s JOIN model_versions v ON v.run_id = s.run_id "
+        "WHERE v.name = 'v2' AND NOT s.replayed ORDER BY 1",
+    ).split()
+    assert set(trained) <= set(new_ids) and len(trained) == 6
+    latest = models.get_blob("models/latest/yolov8n_waste.pt")
+    assert latest.metadata["version"] == ("v2" if report["promotion"]["promoted"] else "v1")
+
+    # Nothing new: a clear failure, nothing uploaded, latest unchanged.
+    before = names(models, "models/")
+    latest_gen = models.get_blob("models/latest/yolov8n_waste.pt").generation
+    code, report, err = run_trainer(["--from-inferences", "--only-verified", *FAST], env)
+    assert code == 3, err
+    assert report["status"] == "Failed" and report["reason"] == "EmptySelection"
+    assert "no new verified or corrected inferences since" in report["message"]
+    assert err.strip().splitlines()[-1].startswith("error: EmptySelection: no new") and "Traceback" not in err
+    assert names(models, "models/") == before
+    assert models.get_blob("models/latest/yolov8n_waste.pt").generation == latest_gen
+    assert (
+        psql(env["DATABASE_URL"], "SELECT status, reason FROM training_runs ORDER BY started_at DESC LIMIT 1")
+        == "failed|EmptySelection"
+    )
+
+
+def _select(env, args):
+    """Runs only the selection step of the real pipeline against the real database."""
+    from trainer.db import connect, migrate
+    from trainer.pipeline import Job
+    from trainer.registry import Registry
+    from trainer.settings import load_settings
+
+    job = Job(load_settings(args, env))
+    job.db = connect(env["DATABASE_URL"], job.s.local_dir)
+    migrate(job.db)
+    job.registry = Registry(job.db)
+    try:
+        records, _, cutoff, _ = job._select()
+        return records, job.report.selection, cutoff
+    finally:
+        job.db.close()
+
+
+def test_selection_flags_only_verified_all_time_and_min_detections(world):
+    api, _, env, _ = world
+    api.add(3, "verified", classes=(1,))
+    api.add(2, "corrected", classes=(2, 3))
+    api.add(2, "pending", classes=(4,))
+    api.add(1, "rejected")
+    api.add(1, "verified", detections=0)
+    records, sel, cutoff = _select(env, ["--from-inferences"])
+    assert len(records) == 7 and sel["rejected"] == 1 and sel["too_few_detections"] == 1
+    records, sel, _ = _select(env, ["--from-inferences", "--only-verified"])
+    assert len(records) == 5 and sel["not_verified"] == 2
+    records, sel, _ = _select(env, ["--from-inferences", "--only-verified", "--min-detections", "2"])
+    assert [r.id for r in records] == ["inf-00004", "inf-00005"]
+    assert cutoff == api.clock.replace(second=api.clock.second - 1) or cutoff is not None
+
+    # A successful run moves the cutoff: afterwards only newer records are candidates, unless --all-time.
+    from trainer.db import connect, migrate
+    from trainer.registry import Registry
+
+    db = connect(env["DATABASE_URL"], None)
+    migrate(db)
+    reg = Registry(db)
+    reg.start_run("r1", "inferences")
+    n = reg.reserve_version("r1", None)
+    reg.register(
+        number=n,
+        run_id="r1",
+        model_uri="x",
+        metadata_uri="y",
+        metrics={},
+        per_class={},
+        confusion=None,
+        params={},
+        data={},
+        data_cutoff=api.clock,
+        report={},
+        samples=[],
+    )
+    db.close()
+    late = api.add(2, "verified")
+    records, sel, _ = _select(env, ["--from-inferences", "--only-verified"])
+    assert [r.id for r in records] == late and sel["since"] is not None
+    records, _, _ = _select(env, ["--from-inferences", "--only-verified", "--all-time"])
+    assert len(records) == 7
+
+
+def test_records_verified_after_the_last_training_are_picked_up(world):
+    api, _, env, _ = world
+    pending = api.add(3, "pending")
+    from trainer.db import connect, migrate
+    from trainer.registry import Registry
+
+    db = connect(env["DATABASE_URL"], None)
+    migrate(db)
+    reg = Registry(db)
+    reg.start_run("r1", "inferences")
+    n = reg.reserve_version("r1", None)
+    reg.register(
+        number=n,
+        run_id="r1",
+        model_uri="x",
+        metadata_uri="y",
+        metrics={},
+        per_class={},
+        confusion=None,
+        params={},
+        data={},
+        data_cutoff=api.clock,
+        report={},
+        samples=[],
+    )
+    db.close()
+    api.set_status(pending[:2], "verified")
+    records, _, _ = _select(env, ["--from-inferences", "--only-verified"])
+    assert [r.id for r in records] == pending[:2]
+
+
+@pytest.mark.slow
+def test_dataset_mode_from_a_folder_and_from_gcs(world, gcs):
+    from tests.fixtures.data import write_yolo_folder
+
+    _, models, env, tmp = world
+    folder = write_yolo_folder(tmp / "ds", 12)
+    env_local = {
+        k: v for k, v in env.items() if k not in ("DATABASE_URL", "GCS_IMAGES_BUCKET", "GCS_MODELS_BUCKET")
+    }
+    code, report, err = run_trainer(
+        ["--dataset", str(folder), "--base-model", "yolov8n.yaml", *FAST], env_local
+    )
+    assert code == 0, err
+    assert report["model"]["version"] == "v1" and report["data"]["val"] == 3  # the folder's own val split
+    assert (tmp / "models-bucket" / "models" / "latest" / "yolov8n_waste.pt").is_file()
+    assert (tmp / "registry.sqlite").is_file()
+
+    datasets = gcs.bucket()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            datasets.blob("waste/v3/" + path.relative_to(folder).as_posix()).upload_from_filename(str(path))
+    env_gcs = {**env, "GCS_DATASETS_BUCKET": datasets.name}
+    env_gcs.pop("GCS_IMAGES_BUCKET")
+    for uri in (f"gs://{datasets.name}/waste/v3", "waste/v3"):
+        code, report, err = run_trainer(["--dataset", uri, "--base-model", "yolov8n.yaml", *FAST], env_gcs)
+        assert code == 0, err
+        assert report["selection"]["selected"] == 12
+    assert {"models/v1/yolov8n_waste.pt", "models/v2/yolov8n_waste.pt"} <= names(models, "models/")
+
+
+def test_missing_base_weights_fail_with_the_file_to_provide(world):
+    api, models, env, _ = world
+    api.add(4, "verified")
+    code, report, err = run_trainer(["--from-inferences", "--base-model", "yolov8n.pt", *FAST], env)
+    assert code == 6
+    assert report["reason"] == "ModelUnavailable" and "yolov8n.pt" in report["message"]
+    assert "--base-model yolov8n.yaml" in report["message"]
+    assert names(models, "models/") == set()
