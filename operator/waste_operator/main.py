@@ -27,6 +27,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    # Named namespaces and the CRDs present at startup only: no cluster-wide list/watch of namespaces and
+    # CRDs, so the operator needs no ClusterRole.
+    settings.scanning.disabled = True
     # Watch streams can hang silently: ask the server to end them, and give up on our side a bit later.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

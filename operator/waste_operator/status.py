@@ -251,7 +251,10 @@ def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, st
     else:
         problem = pod_problem(pods)
         running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
-        phase = Phase.RUNNING if running else Phase.PENDING
+        newest = _sorted_pods(pods)[-1] if pods else None
+        # A Pod that just ended while the Job controller has not concluded yet: still Running.
+        ending = newest is not None and (newest.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        phase = Phase.RUNNING if running or (ending and current == Phase.RUNNING) else Phase.PENDING
         if problem:
             reason, message, since = problem
             if since is not None and (now - since).total_seconds() >= stuck_seconds:

@@ -29,3 +29,75 @@ def make_run(name: str = "nightly", spec: dict | None = None, **meta) -> dict:
         },
         "spec": spec or {},
     }
+
+
+# -- integration fixtures (real control plane) --------------------------------------------------------
+@pytest.fixture(scope="session")
+def trainingrun_crd(control_plane):
+    from tests.operator.harness import ROOT
+
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "trainingrun.yaml"))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd/trainingruns.training.wastedetection.io", "--timeout=30s"
+    )
+    return "trainingruns.training.wastedetection.io"
+
+
+@pytest.fixture
+def run_namespace(control_plane, namespace, trainingrun_crd):
+    """A fresh namespace with the operator's and trainer's RBAC from manifests/ and the database Secret."""
+    from tests.operator.harness import prepare_namespace
+
+    prepare_namespace(control_plane, namespace)
+    return namespace
+
+
+@pytest.fixture
+def standin_runner(control_plane, run_namespace, monkeypatch):
+    """The job runner for this namespace's Jobs, running the stand-in trainer."""
+    from tests.controlplane import kubelet
+    from tests.controlplane.jobrunner import JobRunner
+    from tests.operator.harness import STANDIN
+
+    # The emulated kubelet writes qosClass BestEffort, which the API server refuses to change for a Pod
+    # with requests (status.qosClass is immutable). Every trainer Pod is Burstable: requests, and limits on
+    # memory (and GPUs) but not on CPU.
+    pod_status = kubelet.pod_status
+
+    def burstable_pod_status(*args, **kwargs):
+        return pod_status(*args, **kwargs) | {"qosClass": "Burstable"}
+
+    monkeypatch.setattr(kubelet, "pod_status", burstable_pod_status)
+
+    runner = JobRunner(control_plane, namespace=run_namespace, cwd=STANDIN).start()
+    yield runner
+    runner.stop()
+
+
+@pytest.fixture
+def operator(control_plane, run_namespace, standin_runner, tmp_path):
+    from tests.operator.harness import OperatorProcess
+
+    process = OperatorProcess(control_plane, run_namespace, tmp_path).start()
+    yield process
+    process.stop()
+    print(f"--- operator log ({process.log_path}) ---\n{process.tail(60)}")
+
+
+@pytest.fixture
+def api(control_plane):
+    """Admin clients for the test's own reads and writes."""
+    from kubernetes import client
+
+    with control_plane.api_client() as api_client:
+        yield type(
+            "Clients",
+            (),
+            {
+                "custom": client.CustomObjectsApi(api_client),
+                "batch": client.BatchV1Api(api_client),
+                "core": client.CoreV1Api(api_client),
+                "apps": client.AppsV1Api(api_client),
+                "raw": api_client,
+            },
+        )

@@ -196,3 +196,14 @@ def test_the_same_observation_twice_changes_nothing():
     run["status"] = {**run["status"], **first}
     second = status_from(job(), [pod()], run, NOW + timedelta(seconds=10), STUCK)
     assert is_unchanged(run["status"], second)
+
+
+def test_a_pod_that_just_ended_keeps_the_run_running_until_the_job_concludes():
+    ended = pod("Succeeded", terminated(0, "Completed"))
+    assert status_from(job(), [ended], make_run_with({"phase": "Running"}), NOW, STUCK)["phase"] == "Running"
+    retry = pod(
+        "Pending", {"waiting": {"reason": "ContainerCreating"}}, created="2025-06-01T11:30:00Z", name="p2"
+    )
+    failed = pod("Failed", terminated(7))
+    new = status_from(job(), [failed, retry], make_run_with({"phase": "Running"}), NOW, STUCK)
+    assert new["phase"] == "Pending"

@@ -1,0 +1,137 @@
+"""A TrainingRun end to end with the operator (its ServiceAccount only) and the stand-in trainer."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from waste_operator import GROUP, PLURAL, VERSION
+
+from tests.controlplane.util import wait_for
+from tests.operator.harness import DB_URL, IMAGE, phase_is, wait_run
+
+pytestmark = pytest.mark.controlplane
+
+
+def create_run(api, namespace: str, name: str, spec: dict, behaviour: dict | None = None) -> dict:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TrainingRun",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/instance": "argocd-app", "team": "vision"},
+            "annotations": {"test.waste-detection.io/standin": json.dumps(behaviour or {})},
+        },
+        "spec": spec,
+    }
+    return api.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+
+def plain(api, obj) -> dict:
+    return api.raw.sanitize_for_serialization(obj)
+
+
+def jobs_of(api, namespace: str) -> list[dict]:
+    return plain(api, api.batch.list_namespaced_job(namespace))["items"]
+
+
+def events_of(api, namespace: str, name: str) -> list[dict]:
+    events = plain(api, api.core.list_namespaced_event(namespace))["items"]
+    return [e for e in events if e["involvedObject"]["name"] == name]
+
+
+def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inference_api(
+    control_plane, run_namespace, operator, api
+):
+    ns = run_namespace
+    api.apps.create_namespaced_deployment(
+        ns,
+        {
+            "metadata": {"name": "inference-api"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "inference-api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "inference-api"}},
+                    "spec": {"containers": [{"name": "api", "image": "inference-api:1"}]},
+                },
+            },
+        },
+    )
+    run = create_run(
+        api,
+        ns,
+        "nightly",
+        {"epochs": 4, "imgSize": 320, "resources": {"gpus": 1, "memory": "8Gi"},
+         "restartDeployment": {"name": "inference-api"}},
+        {"epochDelay": 0.5},
+    )  # fmt: skip
+
+    seen_progress = wait_run(
+        api.custom, ns, "nightly", lambda s: (s.get("progress") or {}).get("stage") == "Training", 30
+    )
+    assert seen_progress["status"]["phase"] in ("Running", "Succeeded")
+    done = wait_run(api.custom, ns, "nightly", phase_is("Succeeded", "Failed"), 45)
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["modelVersion"] == "v7" and status["promoted"] is True
+    assert status["metrics"]["mAP50"] == pytest.approx(0.4) and status["dataset"]["train"] == 10
+    assert status["progress"]["text"] == "4/4" or status["progress"]["stage"] == "Done"
+    assert status["result"]["status"] == "Succeeded" and status["completionTime"] and status["startTime"]
+    assert status["observedGeneration"] == 1
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Succeeded"] == "True" and conditions["Progressing"] == "False"
+
+    # exactly one Job, as specified
+    (job,) = jobs_of(api, ns)
+    assert job["metadata"]["name"] == status["jobName"]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
+    assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    labels = job["metadata"]["labels"]
+    assert labels["training.wastedetection.io/trainingrun"] == "nightly" and labels["team"] == "vision"
+    assert "app.kubernetes.io/instance" not in labels
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE and pod["serviceAccountName"] == "waste-trainer"
+    assert container["args"][:2] == ["--epochs", "4"] and "--img-size" in container["args"]
+    assert container["resources"]["limits"] == {"memory": "8Gi", "nvidia.com/gpu": "1"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "waste-detection-db",
+        "key": "database-url",
+    }
+    assert env["TRAININGRUN_NAMESPACE"]["value"] == ns
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+
+    # the promoted model restarts the inference API, once, as kubectl rollout restart does
+    restarted = wait_run(api.custom, ns, "nightly", lambda s: s.get("deploymentRestart"), 20)["status"]
+    assert restarted["deploymentRestart"]["restartedAt"]
+    deployment = plain(api, api.apps.read_namespaced_deployment("inference-api", ns))
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/restartedAt"] == restarted["deploymentRestart"]["restartedAt"]
+
+    reasons = wait_for(
+        lambda: (
+            {e["reason"] for e in events_of(api, ns, "nightly")}
+            >= {"JobCreated", "Completed", "InferenceRestarted"}
+            and {e["reason"] for e in events_of(api, ns, "nightly")}
+        ),
+        timeout=15,
+        message="the run's Events",
+    )
+    assert "Running" in reasons
+
+    table = control_plane.kubectl("get", "trainingruns", "-n", ns).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "AGE"]
+    assert row.split()[:5] == ["nightly", "Succeeded", "4/4", "0.4", "v7"], table
+    wide = control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout
+    assert wide.splitlines()[0].split()[-2:] == ["REASON", "JOB"] and status["jobName"] in wide
+
+    with urllib.request.urlopen(operator.liveness_url, timeout=5) as response:
+        assert response.status == 200
+    # the secret stays in its Secret: not in status, Events or the operator's log
+    assert DB_URL not in json.dumps(done) + json.dumps(events_of(api, ns, "nightly")) + operator.log()
+    assert f"[{ns}/nightly]" in operator.log()
