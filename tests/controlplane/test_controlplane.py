@@ -95,8 +95,9 @@ def test_warm_start(control_plane: ControlPlane) -> None:
     print(
         f"control plane start: {control_plane.start_seconds:.2f} s, cached={control_plane.binaries_were_cached}"
     )
+    limit = float(os.environ.get("WD_CONTROLPLANE_MAX_START_SECONDS", "10"))
     if control_plane.binaries_were_cached:
-        assert control_plane.start_seconds < 10
+        assert control_plane.start_seconds < limit
 
 
 def test_crd_and_custom_resource(control_plane: ControlPlane, namespace: str) -> None:
@@ -269,3 +270,16 @@ def test_simulations(job_runner: JobRunner, batch: client.BatchV1Api, namespace:
         assert "Insufficient nvidia.com/gpu" in scheduled["message"]
     job = job_runner.read("Job", namespace, "sim")
     assert job and job["status"]["active"] == 1 and not job["status"].get("conditions")
+
+
+def test_simulate_first_pod_only(job_runner: JobRunner, batch: client.BatchV1Api, namespace: str) -> None:
+    """`simulate(..., times=1)`: the first Pod is OOMKilled, the retry runs the real command."""
+    job_runner.simulate(lambda job: job["metadata"]["namespace"] == namespace, "OOMKilled", times=1)
+    batch.create_namespaced_job(namespace, job_body("oom-once", "print('ok')", backoff=1))
+    job = finished_job(job_runner, namespace, "oom-once", "Complete")
+    assert (job["status"]["succeeded"], job["status"]["failed"]) == (1, 1)
+    reasons = sorted(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"]
+        for p in pods_of(job_runner, namespace, "oom-once")
+    )
+    assert reasons == ["Completed", "OOMKilled"]
