@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from . import GROUP, PLURAL, VERSION
+from . import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 TIMEOUT = 30
+COMPONENT = "waste-detection-operator"
 
 
 def _missing(error: ApiException) -> bool:
@@ -49,6 +52,37 @@ class Kube:
             if _missing(error):
                 return None
             raise
+
+    def list_runs(self, namespace: str) -> list[dict]:
+        runs = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _request_timeout=TIMEOUT
+        )
+        return runs.get("items") or []
+
+    def post_event(self, run: dict, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the run (what `kubectl describe` and `kubectl get events` show)."""
+        meta = run["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": run.get("apiVersion") or API_VERSION,
+                "kind": run.get("kind") or KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.core.create_namespaced_event(meta["namespace"], event, _request_timeout=TIMEOUT)
 
     def patch_run_status(self, namespace: str, name: str, status: dict) -> dict:
         return self.custom.patch_namespaced_custom_object_status(

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import kopf
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from . import GROUP, MANAGED_BY, PLURAL, RUN_LABEL, VERSION
 from .config import OperatorConfig
 from .kube import Kube
-from .reconcile import Context, reconcile
-from .status import TERMINAL
+from .reconcile import Context, reconcile, resync
 
-RESYNC_SECONDS = 10.0
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-
-
-def _post_event(run: dict, type_: str, reason: str, message: str) -> None:
-    kopf.event(run, type=type_, reason=reason, message=message)
 
 
 @kopf.on.startup()
@@ -38,7 +35,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 8
     config = memo.get("config") or OperatorConfig.from_env()
-    memo.ctx = Context(config=config, kube=Kube.from_environment(), post_event=_post_event)
+    kube = Kube.from_environment()
+    memo.ctx = Context(config=config, kube=kube, post_event=_logged(kube.post_event))
+    _start_resync(memo)
 
 
 def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -55,12 +54,35 @@ def run_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
     _reconcile(memo, namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(namespace: str, name: str, status: kopf.Status, spec: kopf.Spec, memo: kopf.Memo, **_) -> None:
-    restart_pending = spec.get("restartDeployment") and not status.get("deploymentRestart")
-    if status.get("phase") in TERMINAL and not restart_pending:
-        return
-    _reconcile(memo, namespace, name)
+def _logged(post):
+    def post_event(run: dict, type_: str, reason: str, message: str) -> None:
+        try:
+            post(run, type_, reason, message)
+        except (ApiException, HTTPError, OSError) as error:  # an Event is worth a try, not a failed pass
+            logging.getLogger("waste_operator").warning("could not post Event %s: %s", reason, error)
+
+    return post_event
+
+
+def _start_resync(memo: kopf.Memo) -> None:
+    # A thread rather than @kopf.timer: kopf puts a finalizer on every object that has a timer or daemon,
+    # and a finalizer would block deleting a TrainingRun while the operator is down.
+    memo.stop_resync = threading.Event()
+    interval = memo.ctx.config.resync_seconds
+
+    def loop() -> None:
+        while not memo.stop_resync.wait(interval):
+            try:
+                resync(memo.ctx)
+            except Exception:
+                logging.getLogger("waste_operator").exception("resync failed")
+
+    threading.Thread(target=loop, name="resync", daemon=True).start()
+
+
+@kopf.on.cleanup()
+def stop_resync(memo: kopf.Memo, **_) -> None:
+    memo.stop_resync.set()
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

@@ -68,6 +68,25 @@ def _job_pods(ctx: Context, namespace: str, name: str, job: dict) -> list[dict]:
     return [pod for pod in pods if belongs(pod)]
 
 
+def needs_attention(run: dict) -> bool:
+    """Unfinished, or succeeded with the inference API restart still to do."""
+    status = run.get("status") or {}
+    if phase_of(run) not in TERMINAL:
+        return True
+    return bool((run.get("spec") or {}).get("restartDeployment")) and not status.get("deploymentRestart")
+
+
+def resync(ctx: Context) -> None:
+    """One pass over every run of the watched namespaces: what watch events may have missed."""
+    for namespace in ctx.config.namespaces:
+        for run in ctx.kube.list_runs(namespace):
+            if needs_attention(run):
+                try:
+                    reconcile(ctx, namespace, run["metadata"]["name"])
+                except Exception:  # one broken run must not starve the others
+                    log.exception("[%s/%s] resync failed", namespace, run["metadata"]["name"])
+
+
 def reconcile(ctx: Context, namespace: str, name: str) -> None:
     with ctx.lock(namespace, name):
         _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}))

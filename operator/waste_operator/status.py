@@ -163,7 +163,9 @@ def failure_of(job: dict | None, pods: list[dict], result: dict | None, spec: di
         code = terminated.get("exitCode")
         text = terminated.get("message") or terminated.get("reason") or ""
         reason = EXIT_REASONS.get(code, job_reason)
-        return reason, _one_line(f"trainer exited with code {code}: {text}".rstrip(": "))
+        attempts = int(((job or {}).get("status") or {}).get("failed") or 0)
+        after = f" ({job_reason} after {attempts} attempts)" if failed_cond and attempts > 1 else ""
+        return reason, _one_line(f"trainer exited with code {code}{after}: {text}".rstrip(": "))
     return job_reason, _one_line(job_message or "the Job failed")
 
 

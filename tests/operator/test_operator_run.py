@@ -79,6 +79,7 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
     assert status["progress"]["text"] == "4/4" or status["progress"]["stage"] == "Done"
     assert status["result"]["status"] == "Succeeded" and status["completionTime"] and status["startTime"]
     assert status["observedGeneration"] == 1
+    assert not done["metadata"].get("finalizers"), "no finalizer: deleting a run needs no running operator"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Succeeded"] == "True" and conditions["Progressing"] == "False"
 
