@@ -326,7 +326,11 @@ class JobWorker(threading.Thread):
             pod = self.runner.read("Pod", self.namespace, name)
             if pod is None:
                 raise _Stop("Cancelled")
+            # The API server sets qosClass when the Pod is created and refuses to change it: keep it.
+            qos = (pod.get("status") or {}).get("qosClass")
             pod["status"] = kubelet.pod_status(phase, start_time=started, container=container, **kw)
+            if qos:
+                pod["status"]["qosClass"] = qos
             try:
                 self.runner.core.replace_namespaced_pod_status(
                     name, self.namespace, pod, _preload_content=False

@@ -44,8 +44,7 @@ def training_run(name: str, **spec) -> str:
 
 
 @pytest.fixture
-def cluster(control_plane, postgres, gcs, tmp_path, monkeypatch):
-    from tests.controlplane import kubelet
+def cluster(control_plane, postgres, gcs, tmp_path):
     from tests.controlplane.jobrunner import JobRunner
 
     # 1. The product's manifests, as a platform engineer applies them.
@@ -95,11 +94,6 @@ def cluster(control_plane, postgres, gcs, tmp_path, monkeypatch):
         ),
     )
 
-    # The kubelet emulation: every trainer Pod has requests, so the API server expects qosClass Burstable.
-    pod_status = kubelet.pod_status
-    monkeypatch.setattr(
-        kubelet, "pod_status", lambda *a, **k: pod_status(*a, **k) | {"qosClass": "Burstable"}
-    )
     runner = JobRunner(
         control_plane,
         namespace=NS,
