@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -71,8 +72,13 @@ def parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# user:password@ in URLs (a DATABASE_URL in a traceback that the termination message took from the logs).
+_URL_SECRET = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]+):[^\s@]+@", re.IGNORECASE)
+
+
 def _one_line(text: str) -> str:
-    text = " ".join(str(text).split())
+    """One line, at most MESSAGE_LIMIT characters, with credentials in URLs masked."""
+    text = _URL_SECRET.sub(r"\1:***@", " ".join(str(text).split()))
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
@@ -282,7 +288,7 @@ def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, st
             + int(job_status.get("active") or 0)
         )
     if result and not status.get("result"):
-        new["result"] = result
+        new["result"] = {**result, "message": _one_line(result.get("message") or "")}
     if phase in TERMINAL:
         finished = (job or {}).get("status", {}).get("completionTime")
         new["completionTime"] = finished or now_rfc3339(now)

@@ -207,3 +207,11 @@ def test_a_pod_that_just_ended_keeps_the_run_running_until_the_job_concludes():
     failed = pod("Failed", terminated(7))
     new = status_from(job(), [failed, retry], make_run_with({"phase": "Running"}), NOW, STUCK)
     assert new["phase"] == "Pending"
+
+
+def test_credentials_in_a_crash_log_never_reach_the_status():
+    log = "asyncpg.exceptions: cannot connect to postgresql://trainer:s3cret@db:5432/waste"
+    p = pod("Failed", terminated(5, message=log))
+    new = status_from(job([cond("Failed", "BackoffLimitExceeded")]), [p], make_run_with({}), NOW, STUCK)
+    assert new["reason"] == "RegistryError"
+    assert "s3cret" not in json.dumps(new) and "postgresql://trainer:***@db:5432/waste" in new["message"]

@@ -1,0 +1,61 @@
+"""`kubectl apply -k manifests/` on the real API server, and the example TrainingRun against the CRD."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.operator.harness import ROOT
+
+pytestmark = pytest.mark.controlplane
+
+
+def test_kustomization_applies_and_the_example_run_is_valid(control_plane, trainingrun_crd):
+    rendered = control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout
+    kinds = {(d.split("kind: ")[1].splitlines()[0]) for d in rendered.split("\n---\n")}
+    assert kinds >= {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding",
+                     "ConfigMap", "Deployment"}  # fmt: skip
+    assert "ClusterRole" not in kinds and "kind: Secret" not in rendered
+
+    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+    deployment = json.loads(
+        control_plane.kubectl(
+            "get", "deployment", "waste-operator", "-n", "waste-detection", "-o", "json"
+        ).stdout
+    )
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+    example = ROOT / "manifests" / "examples" / "trainingrun.yaml"
+    control_plane.kubectl("apply", "--dry-run=server", "-f", str(example))
+
+
+def test_trainer_and_operator_pods_meet_the_restricted_pod_security_standard(control_plane, trainingrun_crd):
+    import yaml
+    from waste_operator.config import OperatorConfig
+    from waste_operator.jobs import build_job
+
+    control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "manifests" / "namespace.yaml")
+    )
+    run = {"metadata": {"name": "psa", "namespace": "waste-detection", "uid": "u-1"}, "spec": {}}
+    config = OperatorConfig(trainer_image="t:1", models_bucket="m", images_bucket="i", datasets_bucket="d")
+    job = build_job(run, config)
+    deployment = yaml.safe_load((ROOT / "manifests" / "operator-deployment.yaml").read_text())
+    for name, template in (
+        ("trainer", job["spec"]["template"]),
+        ("operator", deployment["spec"]["template"]),
+    ):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"psa-{name}", **template["metadata"]},
+               "spec": template["spec"]}  # fmt: skip
+        result = control_plane.kubectl(
+            "create",
+            "--dry-run=server",
+            "-n",
+            "waste-detection",
+            "-f",
+            "-",
+            input=json.dumps(pod),
+            check=False,
+        )
+        assert result.returncode == 0 and "violate" not in result.stderr, (name, result.stderr)
