@@ -15,7 +15,7 @@ def main() -> int:
     except ConfigError as error:
         print(f"waste-operator: {error}", file=sys.stderr)
         return 2
-    kopf.configure(log_format=kopf.LogFormat.FULL)
+    kopf.configure(log_format=kopf.LogFormat.FULL, log_prefix=True)  # [namespace/name] on kopf's lines
     from . import main as _handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -126,7 +125,3 @@ def wait_run(api, namespace: str, name: str, predicate, timeout: float = 45.0, m
 
 def phase_is(*phases: str):
     return lambda status: status.get("phase") in phases
-
-
-def settle(seconds: float) -> None:
-    time.sleep(seconds)
