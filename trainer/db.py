@@ -60,6 +60,7 @@ class PostgresDatabase:
         self._runner = asyncio.Runner()
         self._dsn = dsn
         self._conn = None
+        self._in_tx = False
         self._connect(connect_timeout, attempts)
 
     def _connect(self, timeout: float, attempts: int) -> None:
@@ -82,32 +83,75 @@ class PostgresDatabase:
                 raise ConfigError(f"DATABASE_URL is malformed: {redact(str(exc))}") from None
         raise RegistryError(f"cannot reach PostgreSQL after {attempts} attempts: {redact(str(last))}")
 
-    def _run(self, coro):
-        try:
-            return self._runner.run(coro)
-        except self._asyncpg.PostgresError as exc:
-            raise RegistryError(f"PostgreSQL error: {redact(str(exc))}") from None
-        except (OSError, self._asyncpg.InterfaceError) as exc:
-            raise RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}") from None
+    def _lost(self, exc: BaseException) -> bool:
+        return isinstance(
+            exc,
+            (
+                OSError,
+                self._asyncpg.InterfaceError,
+                self._asyncpg.ConnectionDoesNotExistError,
+                self._asyncpg.AdminShutdownError,
+                self._asyncpg.CannotConnectNowError,
+            ),
+        )
+
+    def _call(self, make_coro):
+        """Runs one statement; a connection lost between transactions (a restarted server) is re-opened and
+        the statement retried once. Inside a transaction the loss is an error: the transaction is gone."""
+        for attempt in (0, 1):
+            try:
+                return self._runner.run(make_coro())
+            except Exception as exc:
+                if self._lost(exc) and attempt == 0 and not self._in_tx:
+                    self._reconnect()
+                    continue
+                if self._lost(exc):
+                    raise RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}") from None
+                if isinstance(exc, self._asyncpg.PostgresError):
+                    raise RegistryError(f"PostgreSQL error: {redact(str(exc))}") from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.terminate()
+        self._connect(10.0, 6)
 
     def fetch(self, sql: str, *args: Any) -> list[dict]:
-        return [dict(r) for r in self._run(self._conn.fetch(sql, *args))]
+        return [dict(r) for r in self._call(lambda: self._conn.fetch(sql, *args))]
 
     def execute(self, sql: str, *args: Any) -> None:
-        self._run(self._conn.execute(sql, *args))
+        self._call(lambda: self._conn.execute(sql, *args))
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PostgresDatabase]:
-        tx = self._conn.transaction()
-        self._run(tx.start())
+        for attempt in (0, 1):
+            tx = self._conn.transaction()
+            try:
+                self._runner.run(tx.start())
+                break
+            except Exception as exc:
+                if self._lost(exc) and attempt == 0:  # nothing done yet: a fresh connection is safe
+                    self._reconnect()
+                    continue
+                if self._lost(exc):
+                    raise RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}") from None
+                if isinstance(exc, self._asyncpg.PostgresError):
+                    raise RegistryError(f"PostgreSQL error: {redact(str(exc))}") from None
+                raise
+        self._in_tx = True
         try:
             yield self
         except BaseException:
+            self._in_tx = False
             with contextlib.suppress(Exception):
-                self._run(tx.rollback())
+                self._runner.run(tx.rollback())
             raise
         else:
-            self._run(tx.commit())
+            try:
+                self._call(tx.commit)  # a connection lost here is an error, never a silent retry
+            finally:
+                self._in_tx = False
 
     def close(self) -> None:
         if self._conn is not None:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from trainer.errors import ConfigError
 
@@ -150,6 +151,19 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be positive, got {value}")
 
 
+def _check_database_url(url: str) -> None:
+    """Refuses a malformed URL up front; the message never repeats the URL (it holds a password)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+    except ValueError as exc:
+        raise ConfigError(f"DATABASE_URL is malformed: {exc}") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL names no host")
+
+
 def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
     """Flags and environment -> Settings, or a ConfigError naming what is wrong. Reads no files."""
     env = os.environ if env is None else env
@@ -178,8 +192,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     datasets_bucket = env.get("GCS_DATASETS_BUCKET") or None
     if a.from_inferences and not database_url:
         raise ConfigError("--from-inferences needs DATABASE_URL (the Inference API's PostgreSQL)")
-    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+    if database_url:
+        _check_database_url(database_url)
     models_bucket = env.get("GCS_MODELS_BUCKET") or None
     if images_bucket or datasets_bucket or models_bucket:
         # Production mode: once any bucket is named, the ones this mode needs must all be named, so a
