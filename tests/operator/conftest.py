@@ -53,21 +53,10 @@ def run_namespace(control_plane, namespace, trainingrun_crd):
 
 
 @pytest.fixture
-def standin_runner(control_plane, run_namespace, monkeypatch):
+def standin_runner(control_plane, run_namespace):
     """The job runner for this namespace's Jobs, running the stand-in trainer."""
-    from tests.controlplane import kubelet
     from tests.controlplane.jobrunner import JobRunner
     from tests.operator.harness import STANDIN
-
-    # The emulated kubelet writes qosClass BestEffort, which the API server refuses to change for a Pod
-    # with requests (status.qosClass is immutable). Every trainer Pod is Burstable: requests, and limits on
-    # memory (and GPUs) but not on CPU.
-    pod_status = kubelet.pod_status
-
-    def burstable_pod_status(*args, **kwargs):
-        return pod_status(*args, **kwargs) | {"qosClass": "Burstable"}
-
-    monkeypatch.setattr(kubelet, "pod_status", burstable_pod_status)
 
     runner = JobRunner(control_plane, namespace=run_namespace, cwd=STANDIN).start()
     yield runner
