@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--map50-tolerance",
         type=float,
         default=0.02,
-        help="gate: how much lower than the champion's mAP50 is still accepted (default 0.02)",
+        help="gate: how much lower than the champion's mAP50 is still accepted; negative demands an improvement (default 0.02)",
     )
     p.add_argument(
         "--class-ap-drop",
