@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.data import write_yolo_folder  # noqa: E402
+from tests.fixtures.data import write_yolo_folder
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)

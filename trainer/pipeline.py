@@ -61,7 +61,8 @@ class Job:
             self._record_failure()
             raise
         finally:
-            self.reporter.progress("Done", force=True)
+            t = self.report.training
+            self.reporter.progress("Done", t.get("epochs_completed", 0), t.get("epochs", 0), force=True)
             self.reporter.result(self.report.compact())
             self.report.write(self.s.report_path, self.s.termination_log)
             if self.db is not None:

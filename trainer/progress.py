@@ -66,7 +66,7 @@ class StatusReporter:
         if not force and stage == self._stage and now - self._last < self.min_interval:
             return
         self._stage, self._last = stage, now
-        text = f"{epoch}/{epochs}" if stage == "Training" else stage
+        text = f"{epoch}/{epochs}" if stage == "Training" or (stage == "Done" and epochs) else stage
         progress: dict[str, Any] = {
             "stage": stage,
             "epoch": epoch,
