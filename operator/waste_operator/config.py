@@ -23,7 +23,7 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ("waste-detection",)
     trainer_service_account: str = "waste-trainer"
     # How often each unfinished run is re-read from the API, even when no watch event came.
-    resync_seconds: float = 10.0
+    resync_seconds: float = 30.0
     # How long a Pod may stay unschedulable or unable to start before the run is failed.
     stuck_seconds: float = 900.0
     shm_size: str = "8Gi"

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import RUN_LABEL
 from .config import OperatorConfig
-from .jobs import build_job, is_owned_by, job_name
+from .jobs import build_job, is_owned_by
 from .kube import Kube
 from .rollout import restart_deployment, restart_target, should_restart
 from .status import TERMINAL, Phase, is_unchanged, now_rfc3339, phase_of, set_condition, status_from
@@ -101,24 +101,27 @@ def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog) -> None:
         _after_success(ctx, run, rlog)
         return
 
-    job = ctx.kube.get_job(namespace, status.get("jobName") or job_name(run))
-    if job is not None and not is_owned_by(job, run):
-        _write(ctx, run, _conflict(run, job, ctx.clock()), rlog)
-        return
-    if job is None and not status.get("jobName"):
-        # Never created before (status.jobName is recorded right after creation): create it now. A Job
-        # that existed and is gone is not recreated: status_from ends the run instead.
+    created = False
+    if not status.get("jobName"):
+        # Never recorded (status.jobName is written right after creation): create it now, or find the one
+        # an earlier pass created before it could record it (409). A Job that existed and is gone is not
+        # recreated: status_from ends the run instead.
         job, created = ctx.kube.create_job(build_job(run, ctx.config))
         if created:
             rlog.info("created Job %s", job["metadata"]["name"])
             ctx.post_event(run, "Normal", "JobCreated", f"created Job {job['metadata']['name']}")
+    else:
+        job = ctx.kube.get_job(namespace, status["jobName"])
+    if job is not None and not is_owned_by(job, run):
+        _write(ctx, run, _conflict(run, job, ctx.clock()), rlog)
+        return
     if job is not None and not _finished(job):
         wanted = bool((run.get("spec") or {}).get("suspend"))
         if bool((job.get("spec") or {}).get("suspend")) != wanted:
             job = ctx.kube.set_job_suspend(namespace, job["metadata"]["name"], wanted)
             rlog.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
 
-    pods = _job_pods(ctx, namespace, name, job) if job is not None else []
+    pods = _job_pods(ctx, namespace, name, job) if job is not None and not created else []
     new = status_from(job, pods, run, ctx.clock(), ctx.config.stuck_seconds)
     if not new:
         return

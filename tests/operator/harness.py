@@ -69,6 +69,8 @@ class OperatorProcess:
             "GCS_IMAGES_BUCKET": "wd-images",
             "GCS_DATASETS_BUCKET": "wd-datasets",
             "STUCK_SECONDS": str(self.stuck_seconds),
+            # Stuck Pods are noticed by the resync pass: make it frequent so the tests stay short.
+            "RESYNC_SECONDS": "1",
             "LIVENESS_ENDPOINT": self.liveness_url,
             "PYTHONUNBUFFERED": "1",
         }

@@ -1,0 +1,247 @@
+"""Operator at scale, on the real control plane: 100 TrainingRuns created at once.
+
+Measures, per run, create -> Job created and Job complete -> status Succeeded (p50, p99), and the operator's
+peak RSS (VmHWM). The operator runs as in the cluster (`python -m waste_operator`) with only its
+ServiceAccount's permissions. This benchmark plays the trainer and the Job controller itself (it patches the
+run's status.result, then marks the Job Complete as the Job controller would), so it measures the operator,
+not training.
+
+    python bench/operator_scale.py [--runs 100]
+
+Targets: p50 <= 1 s, p99 <= 5 s, RSS <= 200 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+from _common import commit, machine, now, update_results
+
+GROUP, VERSION, PLURAL = "training.wastedetection.io", "v1alpha1", "trainingruns"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=100)
+    a = p.parse_args()
+
+    from kubernetes import client, watch
+
+    from tests.controlplane.server import ControlPlane, build_binaries
+    from tests.operator.harness import OperatorProcess, prepare_namespace
+
+    work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    cp = ControlPlane(build_binaries(work / "build.log"), work)
+    cp.start()
+    ns = "bench"
+    op = None
+    try:
+        api = cp.api_client()
+        core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
+        core.create_namespace({"metadata": {"name": ns}})
+        cp.kubectl(
+            "apply", "--server-side", "-f", str(Path(__file__).resolve().parents[1] / "crds/trainingrun.yaml")
+        )
+        cp.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
+        prepare_namespace(cp, ns)
+        op = OperatorProcess(cp, ns, work, stuck_seconds=900).start()
+
+        created: dict[str, float] = {}
+        job_seen: dict[str, float] = {}
+        completed: dict[str, float] = {}
+        succeeded: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch_jobs() -> None:
+            w = watch.Watch()
+            while not stop.is_set():
+                for ev in w.stream(batch.list_namespaced_job, ns, timeout_seconds=5, _request_timeout=10):
+                    run = (ev["object"].metadata.labels or {}).get("training.wastedetection.io/trainingrun")
+                    if run and run not in job_seen:
+                        job_seen[run] = time.monotonic()
+                    if stop.is_set():
+                        break
+
+        def watch_runs() -> None:
+            w = watch.Watch()
+            while not stop.is_set():
+                for ev in w.stream(
+                    custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    ns,
+                    PLURAL,
+                    timeout_seconds=5,
+                    _request_timeout=10,
+                ):
+                    obj = ev["object"]
+                    name = obj["metadata"]["name"]
+                    if (obj.get("status") or {}).get("phase") == "Succeeded" and name not in succeeded:
+                        succeeded[name] = time.monotonic()
+                    if stop.is_set():
+                        break
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (watch_jobs, watch_runs)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+
+        names = [f"run-{i:03d}" for i in range(a.runs)]
+        spec = {"epochs": 1, "resources": {"gpus": 0}, "source": {"fromInferences": {"onlyVerified": True}}}
+
+        def create(name: str) -> None:
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                PLURAL,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "TrainingRun",
+                    "metadata": {"name": name},
+                    "spec": spec,
+                },
+            )
+            created[name] = time.monotonic()
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, names))
+        create_wall = time.monotonic() - t0
+        deadline = time.monotonic() + 120
+        while len(job_seen) < a.runs and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        # Play the trainer (status.result) and the Job controller (Complete) for every run.
+        def finish(name: str) -> None:
+            result = {
+                "status": "Succeeded",
+                "reason": "",
+                "message": "",
+                "modelVersion": "v1",
+                "modelUri": "gs://m/models/v1/yolov8n_waste.pt",
+                "promoted": False,
+                "promotionReason": "bench",
+                "metrics": {"mAP50": 0.5, "mAP50_95": 0.3, "precision": 0.6, "recall": 0.5},
+                "dataset": {"selected": 1, "new": 1, "replayed": 0, "train": 1, "val": 1, "skipped": 0},
+                "epochs": {"completed": 1, "requested": 1, "earlyStopped": False},
+            }
+            custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, PLURAL, name, {"status": {"result": result}}
+            )
+            jobs = batch.list_namespaced_job(
+                ns, label_selector=f"training.wastedetection.io/trainingrun={name}"
+            ).items
+            job = jobs[0]
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            body = {
+                "status": {
+                    "startTime": stamp,
+                    "completionTime": stamp,
+                    "succeeded": 1,
+                    "active": 0,
+                    "ready": 0,
+                    "conditions": [
+                        {
+                            "type": "SuccessCriteriaMet",
+                            "status": "True",
+                            "reason": "CompletionsReached",
+                            "lastTransitionTime": stamp,
+                            "lastProbeTime": stamp,
+                        },
+                        {
+                            "type": "Complete",
+                            "status": "True",
+                            "reason": "CompletionsReached",
+                            "lastTransitionTime": stamp,
+                            "lastProbeTime": stamp,
+                        },
+                    ],
+                }
+            }
+            batch.patch_namespaced_job_status(job.metadata.name, ns, body)
+            completed[name] = time.monotonic()
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(finish, [n for n in names if n in job_seen]))
+        deadline = time.monotonic() + 120
+        while len(succeeded) < len(completed) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+
+        to_job = [job_seen[n] - created[n] for n in names if n in job_seen and n in created]
+        to_status = [succeeded[n] - completed[n] for n in names if n in succeeded and n in completed]
+        jobs_total = len(batch.list_namespaced_job(ns).items)
+        rss = rss_peak_mb(op.proc.pid)
+        figures = {
+            "benchmark": "operator_scale",
+            "runs": a.runs,
+            "create_wall_s": round(create_wall, 2),
+            "jobs_created": len(to_job),
+            "jobs_in_namespace": jobs_total,
+            "succeeded": len(to_status),
+            "create_to_job_p50_s": pct(to_job, 0.5),
+            "create_to_job_p99_s": pct(to_job, 0.99),
+            "create_to_job_mean_s": round(statistics.mean(to_job), 3) if to_job else None,
+            "complete_to_succeeded_p50_s": pct(to_status, 0.5),
+            "complete_to_succeeded_p99_s": pct(to_status, 0.99),
+            "operator_peak_rss_mb": round(rss, 1),
+            "targets_met": {
+                "p50<=1s": max(pct(to_job, 0.5), pct(to_status, 0.5)) <= 1.0,
+                "p99<=5s": max(pct(to_job, 0.99), pct(to_status, 0.99)) <= 5.0,
+                "rss<=200MB": rss <= 200,
+                "one_job_per_run": jobs_total == a.runs,
+            },
+            "machine": machine(),
+            "date": now(),
+            "commit": commit(),
+        }
+        print(json.dumps(figures))
+        update_results(
+            "operator_scale",
+            f"""## Operator: {a.runs} TrainingRuns created at once
+
+`python bench/operator_scale.py --runs {a.runs}` on {figures["date"]}, commit {figures["commit"]}.
+Machine: {figures["machine"]}. Real kube-apiserver + etcd; the operator under its ServiceAccount.
+
+| measure | p50 (s) | p99 (s) | target |
+|---|---|---|---|
+| create -> Job created | {figures["create_to_job_p50_s"]} | {figures["create_to_job_p99_s"]} | p50 <= 1, p99 <= 5 |
+| Job complete -> status Succeeded | {figures["complete_to_succeeded_p50_s"]} | {figures["complete_to_succeeded_p99_s"]} | p50 <= 1, p99 <= 5 |
+
+Operator peak RSS {figures["operator_peak_rss_mb"]} MB (target <= 200); {jobs_total} Jobs for {a.runs} runs.
+
+```json
+{json.dumps(figures)}
+```""",
+        )
+    finally:
+        if op is not None:
+            op.stop()
+        cp.stop()
+
+
+if __name__ == "__main__":
+    main()
