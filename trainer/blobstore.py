@@ -6,13 +6,18 @@ create-only (`if_generation_match=0`), which is how two runs never both write th
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
+
+import requests
 
 from trainer.errors import ConfigError, StorageError
 
@@ -201,6 +206,8 @@ class GCSBlobStore:
         self.bucket_name = bucket
         self.client = client or gcs_client()
         self.bucket = self.client.bucket(bucket)
+        endpoint = (self.client._connection.API_BASE_URL or "https://storage.googleapis.com").rstrip("/")
+        self._media_base = f"{endpoint}/download/storage/v1"
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
@@ -216,7 +223,12 @@ class GCSBlobStore:
         try:
             return [
                 BlobInfo(b.name, int(b.generation), int(b.size or 0))
-                for b in self.client.list_blobs(self.bucket, prefix=prefix, page_size=1000)
+                for b in self.client.list_blobs(
+                    self.bucket,
+                    prefix=prefix,
+                    page_size=1000,
+                    fields="items(name,generation,size),nextPageToken",  # a third of the JSON to parse
+                )
             ]
         except Exception as exc:
             raise self._wrap(exc, f"listing {self.uri(prefix)}") from exc
@@ -229,10 +241,42 @@ class GCSBlobStore:
         return BlobInfo(name, int(blob.generation), int(blob.size or 0)) if blob else None
 
     def download(self, name: str, dest: Path, generation: int | None = None) -> None:
-        try:
-            self.bucket.blob(name, generation=generation).download_to_filename(str(dest), checksum="auto")
-        except Exception as exc:
-            raise self._wrap(exc, f"downloading {self.uri(name)}") from exc
+        """One GET of the object's media through the client's authorised session.
+
+        The client's Blob.download_to_filename costs ~5 ms of CPU per object in its own machinery; for
+        thousands of small images that, not the network, bounds the data stage. This path keeps the
+        client's credentials (Workload Identity) and checks what the client checks: length and CRC32C.
+        Transient failures (429, 5xx, resets, truncated bodies) are retried with backoff.
+        """
+        url = f"{self._media_base}/b/{quote(self.bucket_name, safe='')}/o/{quote(name, safe='')}"
+        params = {"alt": "media"}
+        if generation is not None:
+            params["generation"] = str(generation)
+        delay, last = 0.5, ""
+        for _ in range(6):
+            try:
+                resp = self.client._http.get(url, params=params, timeout=(10, 120))
+            except (OSError, requests.RequestException) as exc:
+                last = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                if resp.status_code == 200:
+                    data = resp.content
+                    problem = _integrity_problem(resp.headers, data)
+                    if problem is None:
+                        dest.write_bytes(data)
+                        return
+                    last = problem
+                elif resp.status_code == 404:
+                    raise NotFound(f"downloading {self.uri(name)}: not found")
+                elif resp.status_code in (408, 429) or resp.status_code >= 500:
+                    last = f"HTTP {resp.status_code}"
+                else:
+                    raise StorageError(
+                        f"downloading {self.uri(name)}: HTTP {resp.status_code} {resp.text[:200]}"
+                    )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise StorageError(f"downloading {self.uri(name)}: gave up after 6 attempts ({last})")
 
     def read_bytes(self, name: str) -> bytes | None:
         try:
@@ -289,6 +333,25 @@ class GCSBlobStore:
             pass
         except Exception as exc:
             raise self._wrap(exc, f"deleting {self.uri(name)}") from exc
+
+
+def _integrity_problem(headers, data: bytes) -> str | None:
+    """A truncated or corrupted body: compares the length and the CRC32C the server sent."""
+    length = headers.get("Content-Length")
+    if (
+        length is not None
+        and headers.get("Content-Encoding") in (None, "identity")
+        and int(length) != len(data)
+    ):
+        return f"truncated body ({len(data)} of {length} bytes)"
+    for part in headers.get("x-goog-hash", "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "crc32c" and value:
+            import google_crc32c
+
+            if base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode() != value:
+                return "CRC32C mismatch"
+    return None
 
 
 def parse_gs_uri(uri: str) -> tuple[str, str]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +92,16 @@ def write_dataset(
         skipped[reason] += 1
         if len(result.skipped_examples) < 20:
             result.skipped_examples.append(f"{record.id}: {reason}: {detail}"[:300])
+
+    # Decoding every image is this step's main cost; PIL releases the GIL while decoding, so check them in
+    # parallel first (each verdict is cached beside its file; the loop below reads it).
+    def precheck(path: Path) -> None:
+        with contextlib.suppress(BadSample):
+            _image_verdict(path)
+
+    images = {files[r.image_object] for r in records if r.image_object in files}
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(precheck, images))
 
     for record in records:
         image = files.get(record.image_object)

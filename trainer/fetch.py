@@ -48,10 +48,12 @@ class ObjectCache:
         wanted = set(names)
         infos: dict[str, BlobInfo] = {}
         if len(prefixes) <= LIST_PREFIX_LIMIT:
-            for prefix in sorted(prefixes):
-                for info in self.store.list(prefix):
-                    if info.name in wanted:
-                        infos[info.name] = info
+            # One listing per folder, all at once: a run with nothing new is mostly these round trips.
+            with ThreadPoolExecutor(min(16, len(prefixes) or 1)) as pool:
+                for listing in pool.map(self.store.list, sorted(prefixes)):
+                    for info in listing:
+                        if info.name in wanted:
+                            infos[info.name] = info
         else:
             with ThreadPoolExecutor(16) as pool:
                 for name, info in zip(names, pool.map(self.store.stat, names), strict=True):
