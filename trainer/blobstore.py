@@ -56,6 +56,7 @@ class BlobStore(Protocol):
         name: str,
         if_generation_match: int | None = None,
         content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
     ) -> BlobInfo: ...
     def copy(self, src: str, dst: str, metadata: dict[str, str] | None = None) -> BlobInfo: ...
     def delete(self, name: str) -> None: ...
@@ -160,6 +161,7 @@ class LocalBlobStore:
         name: str,
         if_generation_match: int | None = None,
         content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
     ) -> BlobInfo:
         return self._write(name, lambda f: f.write(data), if_generation_match)
 
@@ -308,8 +310,11 @@ class GCSBlobStore:
         name: str,
         if_generation_match: int | None = None,
         content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
     ) -> BlobInfo:
         blob = self.bucket.blob(name)
+        if metadata:
+            blob.metadata = metadata
         try:
             blob.upload_from_string(data, content_type=content_type, if_generation_match=if_generation_match)
         except Exception as exc:

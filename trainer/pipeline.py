@@ -360,7 +360,7 @@ class Job:
                     run_id=self.run_id,
                     actor=s.run_key or "cli",
                     reason=decision.reason,
-                    move_objects=lambda: move_latest(self.models, number),
+                    move_objects=lambda: move_latest(self.models, number, previous=expected),
                 )
                 if not promoted:
                     reason = (

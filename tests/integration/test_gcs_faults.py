@@ -99,30 +99,38 @@ def test_upload_version_retries_through_503_bursts(gcs, proxy, store, tmp_path):
     assert json.loads(objects["models/v1/metadata.json"]) == {"version": "v1"}
 
 
-def test_upload_version_failing_on_metadata_leaves_the_model_object_behind(gcs, proxy, store, tmp_path):
-    """What really happens: the two create-only uploads are not one transaction. A lasting failure of
-    the second leaves models/vN/ with the weights and no metadata.json; move_latest then refuses it."""
+def test_upload_version_failing_on_metadata_removes_the_weights_again(gcs, proxy, store, tmp_path):
+    """The two create-only uploads are not one transaction: a lasting failure of the second removes the
+    first, so nothing half-written stays under models/vN/ (and move_latest would refuse it anyway)."""
     weights, _ = _weights(tmp_path)
     # 403 is not retried: it stands for a lasting failure
     proxy.inject("403", 1, method="POST", path_contains="/upload/", body_contains="metadata.json")
     with pytest.raises(StorageError):
         upload_version(store, 2, weights, {"version": "v2"})
-    assert set(_objects(gcs, store.bucket_name, "models/v2/")) == {f"models/v2/{MODEL_FILENAME}"}
+    assert _objects(gcs, store.bucket_name, "models/v2/") == {}
     with pytest.raises(StorageError, match="incomplete"):
         move_latest(store, 2)
     assert _objects(gcs, store.bucket_name, "models/latest/") == {}
 
 
-def test_lost_response_to_create_only_upload_reads_as_already_exists(gcs, proxy, store, tmp_path):
-    """What really happens: the emulator writes the object, the response is lost (reset), the client's
-    retry gets 412 and upload_version reports a published version that its own call created."""
+def test_lost_response_to_create_only_upload_is_recognised_as_our_own_write(gcs, proxy, store, tmp_path):
+    """The emulator writes the object, the response is lost (reset), the client's retry gets 412: the
+    object holds exactly our bytes, so the upload succeeded."""
     weights, data = _weights(tmp_path)
     proxy.inject("reset_after", 1, method="POST", path_contains="/upload/", body_contains=MODEL_FILENAME)
-    with pytest.raises(StorageError, match="already exists"):
-        upload_version(store, 3, weights, {"version": "v3"})
-    assert proxy.pending() == 0
+    upload_version(store, 3, weights, {"version": "v3"})
+    assert proxy.pending() == 0 and proxy.stats["faults"] == 1
     objects = _objects(gcs, store.bucket_name, "models/v3/")
-    assert objects == {f"models/v3/{MODEL_FILENAME}": data}
+    assert objects[f"models/v3/{MODEL_FILENAME}"] == data
+    assert json.loads(objects["models/v3/metadata.json"]) == {"version": "v3"}
+
+
+def test_a_different_object_at_the_version_is_never_overwritten(gcs, proxy, store, tmp_path):
+    weights, _ = _weights(tmp_path)
+    gcs.client().bucket(store.bucket_name).blob(f"models/v4/{MODEL_FILENAME}").upload_from_string(b"other")
+    with pytest.raises(StorageError, match="already exists"):
+        upload_version(store, 4, weights, {"version": "v4"})
+    assert _objects(gcs, store.bucket_name, "models/v4/") == {f"models/v4/{MODEL_FILENAME}": b"other"}
 
 
 def _publish(store: GCSBlobStore, tmp_path: Path, number: int) -> bytes:
@@ -131,34 +139,43 @@ def _publish(store: GCSBlobStore, tmp_path: Path, number: int) -> bytes:
     return data
 
 
-def test_move_latest_copy_failure_leaves_latest_unchanged(gcs, proxy, store, tmp_path):
+def test_move_latest_retries_a_passing_copy_failure(gcs, proxy, store, tmp_path):
+    _publish(store, tmp_path, 1)
+    move_latest(store, 1)
+    v2 = _publish(store, tmp_path, 2)
+    proxy.inject("503", 2, method="POST", path_contains="copyTo")
+    move_latest(store, 2, previous=1)
+    assert proxy.pending() == 0
+    latest = _objects(gcs, store.bucket_name, "models/latest/")
+    assert latest[LATEST_MODEL] == v2 and json.loads(latest[LATEST_METADATA]) == {"version": "v2"}
+
+
+def test_move_latest_lasting_copy_failure_leaves_latest_unchanged(gcs, proxy, store, tmp_path):
     v1 = _publish(store, tmp_path, 1)
     move_latest(store, 1)
     v2 = _publish(store, tmp_path, 2)
     assert v1 != v2
 
-    proxy.inject("503", 1, method="POST", path_contains="copyTo")  # copies carry no precondition: no retry
+    proxy.inject("503", 10, method="POST", path_contains="copyTo")
     with pytest.raises(StorageError):
-        move_latest(store, 2)
-    assert proxy.pending() == 0
+        move_latest(store, 2, previous=1)
     latest = _objects(gcs, store.bucket_name, "models/latest/")
     assert latest[LATEST_MODEL] == v1
     assert json.loads(latest[LATEST_METADATA]) == {"version": "v1"}
 
 
-def test_move_latest_failing_on_metadata_copy_leaves_latest_mixed(gcs, proxy, store, tmp_path):
-    """What really happens: the model is copied first, so a failure copying metadata.json leaves
-    models/latest/ holding v2's weights with v1's metadata (the weights' own metadata says v2)."""
+def test_move_latest_failing_for_good_on_metadata_puts_the_previous_model_back(gcs, proxy, store, tmp_path):
+    """The model is copied first; if metadata.json cannot follow, the previous version's weights are
+    copied back, so models/latest/ never holds v2's weights with v1's metadata."""
     v1 = _publish(store, tmp_path, 1)
     move_latest(store, 1)
-    v2 = _publish(store, tmp_path, 2)
+    _publish(store, tmp_path, 2)
 
-    proxy.inject("503", 1, method="POST", path_contains="metadata.json/copyTo")
+    proxy.inject("503", 10, method="POST", path_contains="metadata.json/copyTo")
     with pytest.raises(StorageError):
-        move_latest(store, 2)
-    assert proxy.pending() == 0
+        move_latest(store, 2, previous=1)
     latest = _objects(gcs, store.bucket_name, "models/latest/")
-    assert latest[LATEST_MODEL] == v2 != v1
+    assert latest[LATEST_MODEL] == v1
     assert json.loads(latest[LATEST_METADATA]) == {"version": "v1"}
     blob = gcs.client().bucket(store.bucket_name).get_blob(LATEST_MODEL)
-    assert blob.metadata == {"version": "v2"}
+    assert blob.metadata == {"version": "v1"}
