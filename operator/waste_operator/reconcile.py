@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from . import RUN_LABEL
 from .config import OperatorConfig
+from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
 from .rollout import restart_deployment, restart_target, should_restart
@@ -108,6 +109,7 @@ def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog) -> None:
         # recreated: status_from ends the run instead.
         job, created = ctx.kube.create_job(build_job(run, ctx.config))
         if created:
+            crash_point("after-job-create")
             rlog.info("created Job %s", job["metadata"]["name"])
             ctx.post_event(run, "Normal", "JobCreated", f"created Job {job['metadata']['name']}")
     else:
@@ -134,6 +136,12 @@ def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog) -> None:
         _after_success(ctx, run, rlog)
 
 
+def as_datetime(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _conflict(run: dict, job: dict, now: datetime) -> dict:
     message = f"Job {job['metadata']['name']} exists and is not owned by this TrainingRun"
     conditions = set_condition(
@@ -154,6 +162,7 @@ def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
     if is_unchanged(old, new):
         return run
     meta = run["metadata"]
+    crash_point("before-status-write")
     patched = ctx.kube.patch_run_status(meta["namespace"], meta["name"], new)
     phase, reason, message = new.get("phase"), new.get("reason") or "", new.get("message") or ""
     if (phase, reason) != (old.get("phase"), old.get("reason") or ""):
@@ -177,7 +186,11 @@ def _after_success(ctx: Context, run: dict, rlog: RunLog) -> None:
         event = ("Normal", "RestartSkipped", condition[2])
     else:
         try:
-            record["restartedAt"] = restart_deployment(ctx.kube, namespace, name, now)
+            # The stamp is the run's completion time, not now: a pass repeated after a crash writes the same
+            # template again, which rolls nothing a second time.
+            stamp = as_datetime(status.get("completionTime")) or now
+            record["restartedAt"] = restart_deployment(ctx.kube, namespace, name, stamp)
+            crash_point("after-rollout-restart")
             condition = (True, "Restarted", f"restarted Deployment {namespace}/{name}")
             event = ("Normal", "InferenceRestarted", condition[2])
         except ApiException as error:

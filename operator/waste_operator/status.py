@@ -20,7 +20,9 @@ class Phase(StrEnum):
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 # The status machine, in one place. A terminal phase is final: the run is never started again.
 TRANSITIONS: dict[Phase | None, frozenset[Phase]] = {
-    None: frozenset({Phase.PENDING, Phase.SUSPENDED, Phase.FAILED}),
+    # A run first seen when its Job already runs or ended (the operator crashed right after creating the
+    # Job, or was down all along) goes straight to where the Job is.
+    None: frozenset({Phase.PENDING, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
     Phase.PENDING: frozenset({Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
     # Running -> Pending: the Job retries after a failed Pod and its next Pod waits to start.
     Phase.RUNNING: frozenset({Phase.PENDING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),

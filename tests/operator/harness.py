@@ -47,7 +47,15 @@ def prepare_namespace(control_plane, namespace: str) -> None:
 
 
 class OperatorProcess:
-    def __init__(self, control_plane, namespace: str, logdir: Path, stuck_seconds: float = 3.0) -> None:
+    def __init__(
+        self,
+        control_plane,
+        namespace: str,
+        logdir: Path,
+        stuck_seconds: float = 3.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.extra_env = dict(extra_env or {})
         self.namespace = namespace
         self.kubeconfig = control_plane.service_account_kubeconfig(namespace, "waste-operator")
         self.port = free_port()
@@ -73,7 +81,7 @@ class OperatorProcess:
             "RESYNC_SECONDS": "1",
             "LIVENESS_ENDPOINT": self.liveness_url,
             "PYTHONUNBUFFERED": "1",
-        }
+        } | self.extra_env
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "waste_operator"],
