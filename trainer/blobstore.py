@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-import requests
+import urllib3
 
 from trainer.errors import ConfigError, StorageError
 
@@ -210,6 +210,22 @@ class GCSBlobStore:
         self.bucket = self.client.bucket(bucket)
         endpoint = (self.client._connection.API_BASE_URL or "https://storage.googleapis.com").rstrip("/")
         self._media_base = f"{endpoint}/download/storage/v1"
+        self._pool = urllib3.PoolManager(
+            maxsize=64, retries=False, timeout=urllib3.Timeout(connect=10, read=120)
+        )
+        self._auth_lock = threading.Lock()
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The client's own credentials (Workload Identity, a key, or anonymous for the emulator)."""
+        creds = self.client._credentials
+        headers: dict[str, str] = {}
+        with self._auth_lock:
+            if not creds.valid:
+                import google.auth.transport.requests
+
+                creds.refresh(google.auth.transport.requests.Request())
+            creds.apply(headers)
+        return headers
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
@@ -243,38 +259,37 @@ class GCSBlobStore:
         return BlobInfo(name, int(blob.generation), int(blob.size or 0)) if blob else None
 
     def download(self, name: str, dest: Path, generation: int | None = None) -> None:
-        """One GET of the object's media through the client's authorised session.
+        """One GET of the object's media with the client's credentials, over a urllib3 pool.
 
-        The client's Blob.download_to_filename costs ~5 ms of CPU per object in its own machinery; for
-        thousands of small images that, not the network, bounds the data stage. This path keeps the
-        client's credentials (Workload Identity) and checks what the client checks: length and CRC32C.
-        Transient failures (429, 5xx, resets, truncated bodies) are retried with backoff.
+        The client's Blob.download_to_filename costs ~5 ms of CPU per object in its own machinery (and the
+        requests session ~2 ms); for thousands of small images that, not the network, bounds the data
+        stage. This path checks what the client checks, length and CRC32C, and retries transient
+        failures (429, 5xx, resets, truncated bodies) with backoff.
         """
-        url = f"{self._media_base}/b/{quote(self.bucket_name, safe='')}/o/{quote(name, safe='')}"
-        params = {"alt": "media"}
+        url = f"{self._media_base}/b/{quote(self.bucket_name, safe='')}/o/{quote(name, safe='')}?alt=media"
         if generation is not None:
-            params["generation"] = str(generation)
+            url += f"&generation={int(generation)}"
         delay, last = 0.5, ""
         for _ in range(6):
             try:
-                resp = self.client._http.get(url, params=params, timeout=(10, 120))
-            except (OSError, requests.RequestException) as exc:
+                resp = self._pool.request("GET", url, headers=self._auth_headers(), preload_content=True)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
                 last = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
-                if resp.status_code == 200:
-                    data = resp.content
+                if resp.status == 200:
+                    data = resp.data
                     problem = _integrity_problem(resp.headers, data)
                     if problem is None:
                         dest.write_bytes(data)
                         return
                     last = problem
-                elif resp.status_code == 404:
+                elif resp.status == 404:
                     raise NotFound(f"downloading {self.uri(name)}: not found")
-                elif resp.status_code in (408, 429) or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code}"
+                elif resp.status in (401, 408, 429) or resp.status >= 500:
+                    last = f"HTTP {resp.status}"
                 else:
                     raise StorageError(
-                        f"downloading {self.uri(name)}: HTTP {resp.status_code} {resp.text[:200]}"
+                        f"downloading {self.uri(name)}: HTTP {resp.status} {resp.data[:200]!r}"
                     )
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
