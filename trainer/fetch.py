@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,11 +83,15 @@ class ObjectCache:
             else:
                 todo.append(info)
 
+        made: set[Path] = set()
+
         def download(info: BlobInfo) -> tuple[BlobInfo, Path | None, str | None]:
             dest = self.path_for(info)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", dir=dest.parent)
-            os.close(fd)
+            if dest.parent not in made:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                made.add(dest.parent)
+            # A unique name that the download creates itself: one file creation per object, not two.
+            tmp = str(dest.with_name(f".part-{uuid.uuid4().hex}"))
             try:
                 for attempt in range(3):
                     try:
