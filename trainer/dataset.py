@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -94,14 +93,16 @@ def write_dataset(
             result.skipped_examples.append(f"{record.id}: {reason}: {detail}"[:300])
 
     # Decoding every image is this step's main cost; PIL releases the GIL while decoding, so check them in
-    # parallel first (each verdict is cached beside its file; the loop below reads it).
-    def precheck(path: Path) -> None:
-        with contextlib.suppress(BadSample):
-            _image_verdict(path)
+    # parallel first. Each verdict is also cached beside its file for the next run.
+    def verdict(path: Path) -> str | BadSample:
+        try:
+            return _image_verdict(path)
+        except BadSample as exc:
+            return exc
 
-    images = {files[r.image_object] for r in records if r.image_object in files}
+    images = list({files[r.image_object] for r in records if r.image_object in files})
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(precheck, images))
+        verdicts = dict(zip(images, pool.map(verdict, images), strict=True))
 
     for record in records:
         image = files.get(record.image_object)
@@ -114,7 +115,9 @@ def write_dataset(
             continue
         try:
             boxes = parse_label_file(label.read_bytes())
-            suffix = _image_verdict(image)
+            suffix = verdicts[image]
+            if isinstance(suffix, BadSample):
+                raise suffix
         except BadSample as exc:
             skip(record, exc.reason, exc.detail)
             continue
