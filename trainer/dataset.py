@@ -43,8 +43,10 @@ class DatasetResult:
 def _image_verdict(path: Path) -> str:
     """Checks an image once per cached file (the cache key includes the generation)."""
     ok, bad = path.with_name(path.name + ".ok"), path.with_name(path.name + ".bad")
-    if ok.exists():
-        return ok.read_text()
+    try:
+        return ok.read_text()  # one open, not a stat and an open: this runs once per image per run
+    except FileNotFoundError:
+        pass
     if bad.exists():
         reason, _, detail = bad.read_text().partition("\n")
         raise BadSample(reason, detail)

@@ -33,16 +33,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     settings.watching.connect_timeout = 10
     # Events are posted explicitly (reconcile.py); kopf's own "handler succeeded" lines are not Events.
     settings.posting.level = logging.ERROR
-    settings.execution.max_workers = 8
+    settings.execution.max_workers = 16
     config = memo.get("config") or OperatorConfig.from_env()
     kube = Kube.from_environment()
     memo.ctx = Context(config=config, kube=kube, post_event=_logged(kube.post_event))
     _start_resync(memo)
 
 
-def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
+def _reconcile(memo: kopf.Memo, namespace: str, name: str, run: dict | None = None) -> None:
     try:
-        reconcile(memo.ctx, namespace, name)
+        reconcile(memo.ctx, namespace, name, run)
     except Exception as error:  # the API may be busy or the network may blink: try again soon
         raise kopf.TemporaryError(f"reconcile failed: {error}", delay=5) from error
 
@@ -50,8 +50,9 @@ def _reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend")
-def run_changed(namespace: str, name: str, memo: kopf.Memo, **_) -> None:
-    _reconcile(memo, namespace, name)
+def run_changed(namespace: str, name: str, body: kopf.Body, reason: str, memo: kopf.Memo, **_) -> None:
+    # A run kopf has just seen created is as fresh as a read would be: save that round trip.
+    _reconcile(memo, namespace, name, dict(body) if reason == "create" else None)
 
 
 def _logged(post):
@@ -87,8 +88,12 @@ def stop_resync(memo: kopf.Memo, **_) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, **_) -> None:
+def child_changed(
+    namespace: str, labels: kopf.Labels, type: str | None, body: kopf.Body, memo: kopf.Memo, **_
+) -> None:
     run = labels.get(RUN_LABEL)
+    if type == "ADDED" and not body.get("status"):
+        return  # a Job or Pod just made, with nothing to report yet (the operator's own create)
     if run:
         _reconcile(memo, namespace, run)
 

@@ -88,13 +88,14 @@ def resync(ctx: Context) -> None:
                     log.exception("[%s/%s] resync failed", namespace, run["metadata"]["name"])
 
 
-def reconcile(ctx: Context, namespace: str, name: str) -> None:
+def reconcile(ctx: Context, namespace: str, name: str, run: dict | None = None) -> None:
+    """One level-based pass over a run. `run` may be given when the caller holds a fresh copy."""
     with ctx.lock(namespace, name):
-        _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}))
+        _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}), run)
 
 
-def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog) -> None:
-    run = ctx.kube.get_run(namespace, name)
+def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog, run: dict | None = None) -> None:
+    run = run if run is not None else ctx.kube.get_run(namespace, name)
     if run is None or run["metadata"].get("deletionTimestamp"):
         return
     status = run.get("status") or {}
