@@ -19,7 +19,8 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
-    # Chosen once: switching storages later makes kopf re-run every handler on every run.
+    # No handler keeps state today (all are event handlers); should one be added, its storage is chosen
+    # here once: switching storages later makes kopf re-run every handler on every run.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -47,12 +48,21 @@ def _reconcile(memo: kopf.Memo, namespace: str, name: str, run: dict | None = No
         raise kopf.TemporaryError(f"reconcile failed: {error}", delay=5) from error
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec.suspend")
-def run_changed(namespace: str, name: str, body: kopf.Body, reason: str, memo: kopf.Memo, **_) -> None:
-    # A run kopf has just seen created is as fresh as a read would be: save that round trip.
-    _reconcile(memo, namespace, name, dict(body) if reason == "create" else None)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def run_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_) -> None:
+    """A run seen for the first time (created, or listed at start-up) or whose spec changed (suspend).
+
+    Plain event handlers, not kopf's create/update handlers: those store their progress in annotations,
+    a PATCH of every run per change, and the reconcile is level-based anyway. Status writes (ours and
+    the trainer's progress) do not trigger a pass; Job and Pod events and the resync do the rest.
+    """
+    if type == "DELETED":
+        return
+    status = body.get("status") or {}
+    fresh = type in (None, "ADDED")
+    if fresh or body["metadata"].get("generation") != status.get("observedGeneration"):
+        # A run just created is as fresh as a read would be: save that round trip.
+        _reconcile(memo, namespace, name, dict(body) if type == "ADDED" and not status else None)
 
 
 def _logged(post):
