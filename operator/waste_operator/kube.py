@@ -39,6 +39,9 @@ class Kube:
             config.load_kube_config(client_configuration=configuration)
         else:
             config.load_incluster_config(client_configuration=configuration)
+        # One kept-alive connection per handler thread: the default pool (10) is smaller than kopf's worker
+        # count, and every request past it paid a fresh TLS handshake on both sides.
+        configuration.connection_pool_maxsize = 32
         return cls(client.ApiClient(configuration))
 
     @staticmethod
