@@ -31,7 +31,10 @@ def machine() -> str:
     gpu = ""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if out.returncode == 0 and out.stdout.strip():
             gpu = ", GPU " + "; ".join(out.stdout.split("\n")).strip("; ")
@@ -44,7 +47,10 @@ def machine() -> str:
 def commit() -> str:
     try:
         sha = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--", "trainer"], capture_output=True, text=True
@@ -62,7 +68,11 @@ def update_results(key: str, text: str) -> None:
     """Replaces (or appends) the section between <!-- key:start --> and <!-- key:end --> in RESULTS.md."""
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     block = f"{start}\n{text.rstrip()}\n{end}"
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in bench/; see bench/README.md.\n"
+    current = (
+        RESULTS.read_text()
+        if RESULTS.exists()
+        else "# Benchmark results\n\nWritten by the scripts in bench/; see bench/README.md.\n"
+    )
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(current):
         current = pattern.sub(lambda _: block, current)

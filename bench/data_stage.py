@@ -125,8 +125,10 @@ def make_images(n: int, start: int, seed: int = 0) -> list[tuple[bytes, str]]:
             cls = rng.randrange(6)
             w, h = rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.3)
             x, y = rng.uniform(w / 2, 1 - w / 2), rng.uniform(h / 2, 1 - h / 2)
-            draw.rectangle([(x - w / 2) * 400, (y - h / 2) * 400, (x + w / 2) * 400, (y + h / 2) * 400],
-                           fill=COLOURS[cls])
+            draw.rectangle(
+                [(x - w / 2) * 400, (y - h / 2) * 400, (x + w / 2) * 400, (y + h / 2) * 400],
+                fill=COLOURS[cls],
+            )
             lines.append(f"{cls} {x:.6f} {y:.6f} {w:.6f} {h:.6f}")
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=85)
@@ -179,8 +181,9 @@ def naive(db, endpoint: str, bucket: str, dest: Path) -> tuple[float, int]:
     from trainer.sources import inference_records
 
     t0 = time.perf_counter()
-    client = storage.Client(project="bench", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": endpoint})
+    client = storage.Client(
+        project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
     b = client.bucket(bucket)
     sel = select(inference_records(db, None), only_verified=True, min_detections=1)
     count = 0
@@ -228,13 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new", type=int, default=100, help="inferences added for the incremental run")
     ap.add_argument("--latency-ms", type=float, default=20.0, help="added per request by the proxy")
     ap.add_argument("--days", type=int, default=7, help="day folders the objects are spread over")
-    ap.add_argument("--concurrency", type=int, default=None, help="TRAINER_DOWNLOAD_CONCURRENCY (default: the trainer's)")
+    ap.add_argument(
+        "--concurrency", type=int, default=None, help="TRAINER_DOWNLOAD_CONCURRENCY (default: the trainer's)"
+    )
     ap.add_argument("--quick", action="store_true", help="n=200, new=20: a smoke run; records nothing")
     ap.add_argument("--no-record", action="store_true", help="do not update bench/RESULTS.md")
     ap.add_argument("--profile", type=Path, help="write a cProfile of the cold product run here")
-    ap.add_argument("--trainer-path", type=Path,
-                    help="a folder holding a modified trainer/ package to measure instead of the repository's "
-                    "(e.g. with bench/trainer-suggestions.diff applied)")
+    ap.add_argument(
+        "--trainer-path",
+        type=Path,
+        help="a folder holding a modified trainer/ package to measure instead of the repository's "
+        "(a modified copy to compare)",
+    )
     a = ap.parse_args(argv)
     if a.trainer_path:
         sys.path.insert(0, str(a.trainer_path.resolve()))
@@ -264,13 +272,22 @@ def main(argv: list[str] | None = None) -> int:
         proxy = ProxyProcess(gcs.endpoint, a.latency_ms / 1000)
         os.environ["STORAGE_EMULATOR_HOST"] = proxy.endpoint  # read by trainer.blobstore.gcs_client
         setup_s = time.perf_counter() - t_setup
-        print(f"setup {setup_s:.1f} s: {a.n} samples, {image_bytes / a.n / 1000:.1f} KB/image, "
-              f"proxy {proxy.endpoint} +{a.latency_ms:g} ms", file=sys.stderr)
+        print(
+            f"setup {setup_s:.1f} s: {a.n} samples, {image_bytes / a.n / 1000:.1f} KB/image, "
+            f"proxy {proxy.endpoint} +{a.latency_ms:g} ms",
+            file=sys.stderr,
+        )
 
         settings = Settings(
-            from_inferences=True, only_verified=True, all_time=True, database_url=dsn,
-            images_bucket="bench-images", models_bucket="bench-models",
-            local_dir=tmp / "local", work_dir=tmp / "work", cache_dir=tmp / "cache",
+            from_inferences=True,
+            only_verified=True,
+            all_time=True,
+            database_url=dsn,
+            images_bucket="bench-images",
+            models_bucket="bench-models",
+            local_dir=tmp / "local",
+            work_dir=tmp / "work",
+            cache_dir=tmp / "cache",
             **({"download_concurrency": a.concurrency} if a.concurrency else {}),
         )
 
@@ -280,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         naive_s, naive_objects = naive(db, proxy.endpoint, "bench-images", tmp / "naive")
         naive_cpu = meter.done(naive_objects)
         naive_requests = proxy.stats().get("requests", 0)
-        print(f"naive: {naive_s:.2f} s for {naive_objects} objects ({naive_requests} requests)", file=sys.stderr)
+        print(
+            f"naive: {naive_s:.2f} s for {naive_objects} objects ({naive_requests} requests)", file=sys.stderr
+        )
 
         proxy.reset()
         meter = CpuMeter(pids)
@@ -305,8 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         proxy.reset()
         third = product(settings)
         third_stats = proxy.stats()
-        print(f"product +{a.new}: {json.dumps(third)} ({third_stats.get('requests', 0)} requests)",
-              file=sys.stderr)
+        print(
+            f"product +{a.new}: {json.dumps(third)} ({third_stats.get('requests', 0)} requests)",
+            file=sys.stderr,
+        )
         db.close()
 
         result = {
@@ -359,23 +380,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def record(r: dict, first: dict, second: dict, third: dict, key: str) -> None:
     ok = r["targets_met"]
+
     def cpu(c: dict) -> str:
         return " / ".join(str(c.get(f"{k}_cpu_ms_per_object")) for k in ("client", "proxy", "emulator"))
 
-    title = "Data stage" if key == "data_stage" else "Data stage with bench/trainer-suggestions.diff applied"
-    text = f"""## {title}: select, download, build ({r['n']} inferences, +{r['latency_ms']:g} ms per request)
+    title = "Data stage" if key == "data_stage" else "Data stage with a modified trainer"
+    text = f"""## {title}: select, download, build ({r["n"]} inferences, +{r["latency_ms"]:g} ms per request)
 
-`python bench/data_stage.py --n {r['n']} --latency-ms {r['latency_ms']:g}{' --trainer-path ' + r['trainer'].rsplit('/', 1)[0] if key != 'data_stage' else ''}` on {r['date']}, commit {r['commit']}.
-Trainer package: `{r['trainer']}`. Machine: {r['machine']}; load average at the end {r['loadavg_end']}.
-CPU ms per object, client / proxy / emulator: naive {cpu(r['naive_cpu'])}; product (cold) {cpu(r['product_cpu'])}. Objects: {r['objects']} ({r['kb_per_image']} KB per image + a label each);
-download concurrency {r['concurrency']}.
+`python bench/data_stage.py --n {r["n"]} --latency-ms {r["latency_ms"]:g}{" --trainer-path " + r["trainer"].rsplit("/", 1)[0] if key != "data_stage" else ""}` on {r["date"]}, commit {r["commit"]}.
+Trainer package: `{r["trainer"]}`. Machine: {r["machine"]}; load average at the end {r["loadavg_end"]}.
+CPU ms per object, client / proxy / emulator: naive {cpu(r["naive_cpu"])}; product (cold) {cpu(r["product_cpu"])}. Objects: {r["objects"]} ({r["kb_per_image"]} KB per image + a label each);
+download concurrency {r["concurrency"]}.
 
 | run | seconds | downloaded | steps (select / download / dataset, s) | target | met |
 |---|---|---|---|---|---|
-| naive sequential `download_to_filename` | {r['naive_s']} | {r['objects']} | | | |
-| product, cold cache | {r['product_s']} | {first['downloaded']} | {first['steps']['select']} / {first['steps']['download']} / {first['steps']['dataset']} | >= 8x naive (got {r['speedup']}x) | {'yes' if ok['speedup>=8'] else 'NO'} |
-| product, nothing new | {r['second_run_s']} | {second['downloaded']} | {second['steps']['select']} / {second['steps']['download']} / {second['steps']['dataset']} | < 2 s, 0 downloads | {'yes' if ok['second_run<2s'] else 'NO'} |
-| product, +{r['incremental_new']} new | {r['incremental_100_s']} | {third['downloaded']} | {third['steps']['select']} / {third['steps']['download']} / {third['steps']['dataset']} | only the new ({2 * r['incremental_new']} objects) | {'yes' if ok['incremental_downloads_only_new'] else 'NO'} |
+| naive sequential `download_to_filename` | {r["naive_s"]} | {r["objects"]} | | | |
+| product, cold cache | {r["product_s"]} | {first["downloaded"]} | {first["steps"]["select"]} / {first["steps"]["download"]} / {first["steps"]["dataset"]} | >= 8x naive (got {r["speedup"]}x) | {"yes" if ok["speedup>=8"] else "NO"} |
+| product, nothing new | {r["second_run_s"]} | {second["downloaded"]} | {second["steps"]["select"]} / {second["steps"]["download"]} / {second["steps"]["dataset"]} | < 2 s, 0 downloads | {"yes" if ok["second_run<2s"] else "NO"} |
+| product, +{r["incremental_new"]} new | {r["incremental_100_s"]} | {third["downloaded"]} | {third["steps"]["select"]} / {third["steps"]["download"]} / {third["steps"]["dataset"]} | only the new ({2 * r["incremental_new"]} objects) | {"yes" if ok["incremental_downloads_only_new"] else "NO"} |
 
 ```json
 {json.dumps(r)}

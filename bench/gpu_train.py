@@ -41,7 +41,7 @@ if "pytest" not in sys.modules:
     try:
         import pytest  # noqa: F401 - tests/fixtures/services.py imports it for its fixtures
     except ImportError:  # the GPU machine has no pytest: the fixtures' decorator is all that is needed
-        sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: (lambda f: f))
+        sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: lambda f: f)
 
 
 def make_dataset(n: int, data_dir: Path | None, imgsz: int) -> tuple[list[tuple[str, bytes, str]], str]:
@@ -53,7 +53,9 @@ def make_dataset(n: int, data_dir: Path | None, imgsz: int) -> tuple[list[tuple[
             lbl = (data_dir / "labels" / rel).with_suffix(".txt")
             if lbl.is_file() and lbl.read_text().strip():
                 pairs.append((img.stem, img.read_bytes(), lbl.read_text()))
-        out = [(f"{pairs[i % len(pairs)][0]}-r{i // len(pairs)}", *pairs[i % len(pairs)][1:]) for i in range(n)]
+        out = [
+            (f"{pairs[i % len(pairs)][0]}-r{i // len(pairs)}", *pairs[i % len(pairs)][1:]) for i in range(n)
+        ]
         return out, f"{len(pairs)} real photos from {data_dir} repeated to {n} with distinct ids"
     from tests.fixtures.data import make_sample
 
@@ -80,8 +82,9 @@ def upload(gcs, bucket: str, prefix: str, samples) -> None:
 
 def run_job(args: list[str], env: dict, label: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
@@ -133,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=640)
-    ap.add_argument("--batch", type=int, default=64, help="the same for all runs (FIELD-NOTES: 64 on an H100)")
-    ap.add_argument("--workers", type=int, default=None, help="data-loader workers (default: CPUs, at most 16)")
+    ap.add_argument(
+        "--batch", type=int, default=64, help="the same for all runs (FIELD-NOTES: 64 on an H100)"
+    )
+    ap.add_argument(
+        "--workers", type=int, default=None, help="data-loader workers (default: CPUs, at most 16)"
+    )
     ap.add_argument("--device", default="0")
     ap.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "waste6-dev")
     ap.add_argument("--synthetic", action="store_true", help="ignore --data-dir, generate images")
@@ -157,8 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="wd-bench-gpu-"))
     yolo.prepare_offline(tmp / "ultralytics")  # before any `import ultralytics`; the same for every run
     gcs = start_gcs()
-    result: dict = {"benchmark": "gpu_train", "device": a.device, "n": a.n, "epochs": a.epochs,
-                    "imgsz": a.imgsz, "batch": a.batch, "workers": workers}
+    result: dict = {
+        "benchmark": "gpu_train",
+        "device": a.device,
+        "n": a.n,
+        "epochs": a.epochs,
+        "imgsz": a.imgsz,
+        "batch": a.batch,
+        "workers": workers,
+    }
     try:
         samples, source = make_dataset(a.n, None if a.synthetic else a.data_dir, a.imgsz)
         gcs.bucket("datasets"), gcs.bucket("models")
@@ -175,8 +189,22 @@ def main(argv: list[str] | None = None) -> int:
             "YOLO_CONFIG_DIR": str(tmp / "ultralytics"),
         }
         env.pop("DATABASE_URL", None)
-        common = ["--dataset", "gs://datasets/bench", "--img-size", str(a.imgsz), "--batch-size", str(a.batch),
-                  "--workers", str(workers), "--device", a.device, "--seed", "0", "--promotion", "force"]
+        common = [
+            "--dataset",
+            "gs://datasets/bench",
+            "--img-size",
+            str(a.imgsz),
+            "--batch-size",
+            str(a.batch),
+            "--workers",
+            str(workers),
+            "--device",
+            a.device,
+            "--seed",
+            "0",
+            "--promotion",
+            "force",
+        ]
         print(f"setup {time.perf_counter() - started:.1f} s: {source}", file=sys.stderr)
 
         # 1. The whole job (after a 1-epoch seed run publishes a champion to evaluate against).
@@ -184,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed run {seed_wall:.1f} s", file=sys.stderr)
         data_yaml = None
         if "job" not in skip:
-            wall, report = run_job([*common, "--epochs", str(a.epochs), "--base-model", "yolov8n.yaml"], env,
-                                   "measured run")
+            wall, report = run_job(
+                [*common, "--epochs", str(a.epochs), "--base-model", "yolov8n.yaml"], env, "measured run"
+            )
             t = report["timings"]
             outside = wall - t["train"]
             result["job"] = {
@@ -198,15 +227,23 @@ def main(argv: list[str] | None = None) -> int:
                 # step (importing Ultralytics and torch, building the model, the per-class chart).
                 "process_overhead_s": round(wall - t["total"], 1),
                 "in_run_outside_steps_s": round(t["total"] - sum(v for k, v in t.items() if k != "total"), 1),
-                "dataset": report.get("data", {}).get("train"), "val": report.get("data", {}).get("val"),
+                "dataset": report.get("data", {}).get("train"),
+                "val": report.get("data", {}).get("val"),
                 "champion_evaluated": bool(report.get("champion")),
             }
             print(f"job: {json.dumps(result['job'])}", file=sys.stderr)
         data_yaml = next((tmp / "job").rglob("dataset/data.yaml"))
 
         # 2 and 3. Plain Ultralytics and the trainer's step on the dataset folder the job built.
-        settings = Settings(epochs=a.epochs, batch_size=a.batch, img_size=a.imgsz, workers=workers, seed=0,
-                            device=a.device, patience=10)
+        settings = Settings(
+            epochs=a.epochs,
+            batch_size=a.batch,
+            img_size=a.imgsz,
+            workers=workers,
+            seed=0,
+            device=a.device,
+            patience=10,
+        )
         if "plain" not in skip:
             from ultralytics import YOLO
 
@@ -214,32 +251,64 @@ def main(argv: list[str] | None = None) -> int:
             model = YOLO("yolov8n.yaml", task="detect")
             timer.attach(model)
             t0 = time.perf_counter()
-            r = model.train(data=str(data_yaml), epochs=a.epochs, batch=a.batch, imgsz=a.imgsz, workers=workers,
-                            device=a.device, seed=0, deterministic=True, lr0=settings.learning_rate, patience=10,
-                            plots=False, project=str(tmp / "plain"), name="train", exist_ok=True, verbose=False)
-            result["plain"] = {**timer.summary(), "wall_s": round(time.perf_counter() - t0, 1),
-                               "map50": round(float(r.box.map50), 4)}
+            r = model.train(
+                data=str(data_yaml),
+                epochs=a.epochs,
+                batch=a.batch,
+                imgsz=a.imgsz,
+                workers=workers,
+                device=a.device,
+                seed=0,
+                deterministic=True,
+                lr0=settings.learning_rate,
+                patience=10,
+                plots=False,
+                project=str(tmp / "plain"),
+                name="train",
+                exist_ok=True,
+                verbose=False,
+            )
+            result["plain"] = {
+                **timer.summary(),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "map50": round(float(r.box.map50), 4),
+            }
             print(f"plain: {json.dumps(result['plain'])}", file=sys.stderr)
         if "trainer" not in skip:
             timer = EpochTimer()
             model = yolo.load_model("yolov8n.yaml")
             timer.attach(model)
             t0 = time.perf_counter()
-            out = yolo.train(model, data_yaml=data_yaml, project=tmp / "trainer", settings=settings,
-                             device=a.device, resume=False)
-            result["trainer"] = {**timer.summary(), "wall_s": round(time.perf_counter() - t0, 1),
-                                 "map50": round(out.metrics.get("map50", 0.0), 4)}
+            out = yolo.train(
+                model,
+                data_yaml=data_yaml,
+                project=tmp / "trainer",
+                settings=settings,
+                device=a.device,
+                resume=False,
+            )
+            result["trainer"] = {
+                **timer.summary(),
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "map50": round(out.metrics.get("map50", 0.0), 4),
+            }
             print(f"trainer: {json.dumps(result['trainer'])}", file=sys.stderr)
         if "plain" in result and "trainer" in result:
             result["throughput_ratio"] = round(
-                result["trainer"]["images_per_s"] / result["plain"]["images_per_s"], 3)
+                result["trainer"]["images_per_s"] / result["plain"]["images_per_s"], 3
+            )
         result["targets_met"] = {
-            "throughput_ratio>=0.95": result.get("throughput_ratio", 0) >= 0.95 if "throughput_ratio" in result
+            "throughput_ratio>=0.95": result.get("throughput_ratio", 0) >= 0.95
+            if "throughput_ratio" in result
             else None,
             "outside_training<=10%": result["job"]["outside_fraction"] <= 0.10 if "job" in result else None,
         }
-        result.update(bench_wall_s=round(time.perf_counter() - started, 1), machine=machine(), date=now(),
-                      commit=commit())
+        result.update(
+            bench_wall_s=round(time.perf_counter() - started, 1),
+            machine=machine(),
+            date=now(),
+            commit=commit(),
+        )
         print(json.dumps(result))
         if not (a.quick or a.no_record):
             record(result)
@@ -251,17 +320,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def record(r: dict) -> None:
     job, plain, tr = r.get("job", {}), r.get("plain", {}), r.get("trainer", {})
-    text = f"""## GPU training: trainer vs plain Ultralytics, job overhead ({r['n']} images, {r['epochs']} epochs)
+    text = f"""## GPU training: trainer vs plain Ultralytics, job overhead ({r["n"]} images, {r["epochs"]} epochs)
 
-`bash bench/gpu_train.sh` on {r['date']}, commit {r['commit']}. Machine: {r['machine']}.
-Data: {r['data']}. imgsz {r['imgsz']}, batch {r['batch']}, workers {r['workers']}, device {r['device']}.
+`bash bench/gpu_train.sh` on {r["date"]}, commit {r["commit"]}. Machine: {r["machine"]}.
+Data: {r["data"]}. imgsz {r["imgsz"]}, batch {r["batch"]}, workers {r["workers"]}, device {r["device"]}.
 
 | measure | value | target | met |
 |---|---|---|---|
-| plain Ultralytics train images/s | {plain.get('images_per_s')} | | |
-| trainer's step train images/s | {tr.get('images_per_s')} | >= 0.95 x plain (got {r.get('throughput_ratio')}) | {r['targets_met']['throughput_ratio>=0.95']} |
-| whole job wall / train step (s) | {job.get('wall_s')} / {job.get('train_s')} | | |
-| outside training | {job.get('outside_train_s')} s ({job.get('outside_fraction')}) | <= 10 % | {r['targets_met']['outside_training<=10%']} |
+| plain Ultralytics train images/s | {plain.get("images_per_s")} | | |
+| trainer's step train images/s | {tr.get("images_per_s")} | >= 0.95 x plain (got {r.get("throughput_ratio")}) | {r["targets_met"]["throughput_ratio>=0.95"]} |
+| whole job wall / train step (s) | {job.get("wall_s")} / {job.get("train_s")} | | |
+| outside training | {job.get("outside_train_s")} s ({job.get("outside_fraction")}) | <= 10 % | {r["targets_met"]["outside_training<=10%"]} |
 
 ```json
 {json.dumps(r)}

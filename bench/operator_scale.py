@@ -151,11 +151,6 @@ def main() -> None:
             "benchmark": os.getpid(),
         }
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
-        if os.environ.get("PYSPY"):
-            import subprocess
-
-            spy = subprocess.Popen(["py-spy", "record", "-o", os.environ["PYSPY"], "-f", "speedscope", "-d", "12",
-                                    "-p", str(op.proc.pid), "--nonblocking"])
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, names))

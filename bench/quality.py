@@ -39,7 +39,7 @@ if "pytest" not in sys.modules:
     try:
         import pytest  # noqa: F401 - tests/fixtures/services.py imports it for its fixtures
     except ImportError:
-        sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: (lambda f: f))
+        sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: lambda f: f)
 
 
 def load_photos(data_dir: Path) -> list[tuple[str, Path, Path]]:
@@ -66,8 +66,16 @@ def seed_services(pg, gcs, photos) -> str:
     for k, (stem, img, lbl) in enumerate(photos):
         day = (t0 + timedelta(days=k % 5)).strftime("%Y/%m/%d")
         rid = f"waste6-{stem}"
-        rows.append((rid, f"images/{day}/{rid}.jpg", f"labels/{day}/{rid}.txt", "verified",
-                     sum(1 for x in lbl.read_text().splitlines() if x.strip()), t0 + timedelta(minutes=k)))
+        rows.append(
+            (
+                rid,
+                f"images/{day}/{rid}.jpg",
+                f"labels/{day}/{rid}.txt",
+                "verified",
+                sum(1 for x in lbl.read_text().splitlines() if x.strip()),
+                t0 + timedelta(minutes=k),
+            )
+        )
         items += [(rows[-1][1], img), (rows[-1][2], lbl)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda it: bucket.blob(it[0]).upload_from_filename(str(it[1])), items))
@@ -95,23 +103,48 @@ def run_product(a, seed: int, dsn: str, gcs, work: Path) -> dict:
         "TRAINER_WORK_DIR": str(work / f"product-s{seed}"),
         "TRAINER_REPORT_PATH": str(report_path),
     }
-    args = ["--from-inferences", "--all-time", "--only-verified", "--base-model", "yolov8n.yaml",
-            "--epochs", str(a.epochs), "--img-size", str(a.imgsz), "--batch-size", str(a.batch),
-            "--device", a.device, "--seed", str(seed), "--promotion", "force", "--patience", str(a.epochs)]
+    args = [
+        "--from-inferences",
+        "--all-time",
+        "--only-verified",
+        "--base-model",
+        "yolov8n.yaml",
+        "--epochs",
+        str(a.epochs),
+        "--img-size",
+        str(a.imgsz),
+        "--batch-size",
+        str(a.batch),
+        "--device",
+        a.device,
+        "--seed",
+        str(seed),
+        "--promotion",
+        "force",
+        "--patience",
+        str(a.epochs),
+    ]
     if a.workers is not None:
         args += ["--workers", str(a.workers)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-6000:])
         raise SystemExit(f"product run (seed {seed}) exited {proc.returncode}")
     report = json.loads(report_path.read_text())
     data_yaml = next((work / f"product-s{seed}").rglob("dataset/data.yaml"))
     m = report["metrics"]
-    return {"seed": seed, "map50": round(m["map50"], 4), "map50_95": round(m["map50_95"], 4),
-            "train": report["data"]["train"], "val": report["data"]["val"],
-            "wall_s": round(time.perf_counter() - t0, 1), "data_yaml": str(data_yaml)}
+    return {
+        "seed": seed,
+        "map50": round(m["map50"], 4),
+        "map50_95": round(m["map50_95"], 4),
+        "train": report["data"]["train"],
+        "val": report["data"]["val"],
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "data_yaml": str(data_yaml),
+    }
 
 
 def run_plain(a, seed: int, data_yaml: Path, work: Path, workers: int) -> dict:
@@ -119,12 +152,28 @@ def run_plain(a, seed: int, data_yaml: Path, work: Path, workers: int) -> dict:
 
     t0 = time.perf_counter()
     r = YOLO("yolov8n.yaml", task="detect").train(
-        data=str(data_yaml), epochs=a.epochs, imgsz=a.imgsz, batch=a.batch, device=a.device, seed=seed,
-        deterministic=True, workers=workers, lr0=0.01, patience=a.epochs, plots=False, verbose=False,
-        project=str(work / f"plain-s{seed}"), name="train", exist_ok=True,
+        data=str(data_yaml),
+        epochs=a.epochs,
+        imgsz=a.imgsz,
+        batch=a.batch,
+        device=a.device,
+        seed=seed,
+        deterministic=True,
+        workers=workers,
+        lr0=0.01,
+        patience=a.epochs,
+        plots=False,
+        verbose=False,
+        project=str(work / f"plain-s{seed}"),
+        name="train",
+        exist_ok=True,
     )
-    return {"seed": seed, "map50": round(float(r.box.map50), 4), "map50_95": round(float(r.box.map), 4),
-            "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "seed": seed,
+        "map50": round(float(r.box.map50), 4),
+        "map50_95": round(float(r.box.map), 4),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -168,16 +217,34 @@ def main(argv: list[str] | None = None) -> int:
         ps, us = summarize(product), summarize(plain)
         tolerance = max(0.03, ps["spread"], us["spread"])
         result = {
-            "benchmark": "quality", "photos": len(photos), "data": str(a.data_dir),
-            "train": product[0]["train"], "val": product[0]["val"],
-            "epochs": a.epochs, "imgsz": a.imgsz, "batch": a.batch, "device": a.device, "seeds": seeds,
-            "product": ps, "plain": us, "difference": round(ps["mean_map50"] - us["mean_map50"], 4),
+            "benchmark": "quality",
+            "photos": len(photos),
+            "data": str(a.data_dir),
+            "train": product[0]["train"],
+            "val": product[0]["val"],
+            "epochs": a.epochs,
+            "imgsz": a.imgsz,
+            "batch": a.batch,
+            "device": a.device,
+            "seeds": seeds,
+            "product": ps,
+            "plain": us,
+            "difference": round(ps["mean_map50"] - us["mean_map50"], 4),
             "tolerance": tolerance,
             "agree": abs(ps["mean_map50"] - us["mean_map50"]) <= tolerance,
-            "per_seed": [{"seed": p["seed"], "product_map50": p["map50"], "plain_map50": u["map50"],
-                          "product_s": p["wall_s"], "plain_s": u["wall_s"]} for p, u in zip(product, plain,
-                                                                                         strict=True)],
-            "wall_s": round(time.perf_counter() - started, 1), "machine": machine(), "date": now(),
+            "per_seed": [
+                {
+                    "seed": p["seed"],
+                    "product_map50": p["map50"],
+                    "plain_map50": u["map50"],
+                    "product_s": p["wall_s"],
+                    "plain_s": u["wall_s"],
+                }
+                for p, u in zip(product, plain, strict=True)
+            ],
+            "wall_s": round(time.perf_counter() - started, 1),
+            "machine": machine(),
+            "date": now(),
             "commit": commit(),
         }
         print(json.dumps(result))
@@ -197,19 +264,19 @@ def record(r: dict) -> None:
         for s in r["per_seed"]
     )
     key = "quality_" + ("gpu" if r["device"] != "cpu" else "cpu")
-    text = f"""## Quality on real photos ({r['device']}: {r['epochs']} epochs at {r['imgsz']}, seeds {r['seeds']})
+    text = f"""## Quality on real photos ({r["device"]}: {r["epochs"]} epochs at {r["imgsz"]}, seeds {r["seeds"]})
 
-`python bench/quality.py --epochs {r['epochs']} --imgsz {r['imgsz']} --seeds {','.join(map(str, r['seeds']))} --device {r['device']}`
-on {r['date']}, commit {r['commit']}. Machine: {r['machine']}.
-{r['photos']} photos from {r['data']}; the product's hash split gave {r['train']} train / {r['val']} val, and
-plain Ultralytics trained on the folder the product built (same files). yolov8n from scratch, batch {r['batch']}.
+`python bench/quality.py --epochs {r["epochs"]} --imgsz {r["imgsz"]} --seeds {",".join(map(str, r["seeds"]))} --device {r["device"]}`
+on {r["date"]}, commit {r["commit"]}. Machine: {r["machine"]}.
+{r["photos"]} photos from {r["data"]}; the product's hash split gave {r["train"]} train / {r["val"]} val, and
+plain Ultralytics trained on the folder the product built (same files). yolov8n from scratch, batch {r["batch"]}.
 
 | seed | product mAP50 | plain mAP50 | product s (whole job) | plain s (training) |
 |---|---|---|---|---|
 {rows}
 
-Mean mAP50: product {r['product']['mean_map50']}, plain {r['plain']['mean_map50']}, difference {r['difference']},
-tolerance {r['tolerance']}: {'agree' if r['agree'] else 'DO NOT agree'}.
+Mean mAP50: product {r["product"]["mean_map50"]}, plain {r["plain"]["mean_map50"]}, difference {r["difference"]},
+tolerance {r["tolerance"]}: {"agree" if r["agree"] else "DO NOT agree"}.
 
 ```json
 {json.dumps(r)}
