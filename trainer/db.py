@@ -98,19 +98,25 @@ class PostgresDatabase:
     def _call(self, make_coro):
         """Runs one statement; a connection lost between transactions (a restarted server) is re-opened and
         the statement retried once. Inside a transaction the loss is an error: the transaction is gone."""
+        return self._retrying(make_coro, reconnect=not self._in_tx)
+
+    def _retrying(self, make_coro, reconnect: bool):
         for attempt in (0, 1):
             try:
                 return self._runner.run(make_coro())
-            except Exception as exc:
-                if self._lost(exc) and attempt == 0 and not self._in_tx:
+            except Exception as exc:  # noqa: BLE001 - mapped to RegistryError, or raised as it is
+                if self._lost(exc) and attempt == 0 and reconnect:
                     self._reconnect()
                     continue
-                if self._lost(exc):
-                    raise RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}") from None
-                if isinstance(exc, self._asyncpg.PostgresError):
-                    raise RegistryError(f"PostgreSQL error: {redact(str(exc))}") from None
-                raise
+                raise self._as_registry_error(exc) from None
         raise AssertionError("unreachable")
+
+    def _as_registry_error(self, exc: Exception) -> Exception:
+        if self._lost(exc):
+            return RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}")
+        if isinstance(exc, self._asyncpg.PostgresError):
+            return RegistryError(f"PostgreSQL error: {redact(str(exc))}")
+        return exc
 
     def _reconnect(self) -> None:
         with contextlib.suppress(Exception):
@@ -125,20 +131,16 @@ class PostgresDatabase:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[PostgresDatabase]:
-        for attempt in (0, 1):
+        # Nothing is done yet when the transaction starts: a fresh connection is safe. The transaction is
+        # made inside the retried call so that it belongs to the connection it runs on.
+        tx = None
+
+        def start():
+            nonlocal tx
             tx = self._conn.transaction()
-            try:
-                self._runner.run(tx.start())
-                break
-            except Exception as exc:
-                if self._lost(exc) and attempt == 0:  # nothing done yet: a fresh connection is safe
-                    self._reconnect()
-                    continue
-                if self._lost(exc):
-                    raise RegistryError(f"lost the PostgreSQL connection: {redact(str(exc))}") from None
-                if isinstance(exc, self._asyncpg.PostgresError):
-                    raise RegistryError(f"PostgreSQL error: {redact(str(exc))}") from None
-                raise
+            return tx.start()
+
+        self._retrying(start, reconnect=True)
         self._in_tx = True
         try:
             yield self

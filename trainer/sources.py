@@ -12,23 +12,24 @@ from trainer.selection import Record
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
+def _record(r: dict) -> Record:
+    return Record(
+        id=str(r["id"]),
+        image_object=r["image_object"],
+        label_object=r["label_object"],
+        status=r["status"],
+        detections=int(r["detection_count"]),
+        updated_at=as_datetime(r["updated_at"]),
+    )
+
+
 def inference_records(db: Database, since: datetime | None) -> list[Record]:
     """Inference API records updated after `since` (all when None), oldest first."""
     sql = (
         "SELECT id, image_object, label_object, status, detection_count, updated_at FROM inferences "
         "WHERE ($1::timestamptz IS NULL OR updated_at > $1::timestamptz) ORDER BY updated_at, id"
     )
-    return [
-        Record(
-            id=str(r["id"]),
-            image_object=r["image_object"],
-            label_object=r["label_object"],
-            status=r["status"],
-            detections=int(r["detection_count"]),
-            updated_at=as_datetime(r["updated_at"]),
-        )
-        for r in db.fetch(sql, since)
-    ]
+    return [_record(r) for r in db.fetch(sql, since)]
 
 
 def inference_records_by_id(db: Database, ids: list[str]) -> list[Record]:
@@ -40,17 +41,7 @@ def inference_records_by_id(db: Database, ids: list[str]) -> list[Record]:
         "WHERE id = ANY($1::text[]) AND status IN ('verified', 'corrected') ORDER BY id",
         ids,
     )
-    return [
-        Record(
-            id=str(r["id"]),
-            image_object=r["image_object"],
-            label_object=r["label_object"],
-            status=r["status"],
-            detections=int(r["detection_count"]),
-            updated_at=as_datetime(r["updated_at"]),
-        )
-        for r in rows
-    ]
+    return [_record(r) for r in rows]
 
 
 def dataset_records(store: BlobStore, prefix: str) -> list[Record]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 
 import pytest
 
@@ -130,6 +131,33 @@ def _select(env, args):
         job.db.close()
 
 
+def _record_successful_training(env, cutoff) -> None:
+    """What a finished training leaves in the registry: a succeeded run with its data cutoff."""
+    from trainer.db import connect, migrate
+    from trainer.registry import Registry
+
+    db = connect(env["DATABASE_URL"], None)
+    migrate(db)
+    reg = Registry(db)
+    reg.start_run("r1", "inferences")
+    n = reg.reserve_version("r1", None)
+    reg.register(
+        number=n,
+        run_id="r1",
+        model_uri="x",
+        metadata_uri="y",
+        metrics={},
+        per_class={},
+        confusion=None,
+        params={},
+        data={},
+        data_cutoff=cutoff,
+        report={},
+        samples=[],
+    )
+    db.close()
+
+
 def test_selection_flags_only_verified_all_time_and_min_detections(world):
     api, _, env, _ = world
     api.add(3, "verified", classes=(1,))
@@ -143,32 +171,11 @@ def test_selection_flags_only_verified_all_time_and_min_detections(world):
     assert len(records) == 5 and sel["not_verified"] == 2
     records, sel, _ = _select(env, ["--from-inferences", "--only-verified", "--min-detections", "2"])
     assert [r.id for r in records] == ["inf-00004", "inf-00005"]
-    assert cutoff == api.clock.replace(second=api.clock.second - 1) or cutoff is not None
+    # The cutoff is the newest selected record's time (inf-00007), not the newest record's (inf-00009).
+    assert cutoff == api.clock - timedelta(seconds=2)
 
     # A successful run moves the cutoff: afterwards only newer records are candidates, unless --all-time.
-    from trainer.db import connect, migrate
-    from trainer.registry import Registry
-
-    db = connect(env["DATABASE_URL"], None)
-    migrate(db)
-    reg = Registry(db)
-    reg.start_run("r1", "inferences")
-    n = reg.reserve_version("r1", None)
-    reg.register(
-        number=n,
-        run_id="r1",
-        model_uri="x",
-        metadata_uri="y",
-        metrics={},
-        per_class={},
-        confusion=None,
-        params={},
-        data={},
-        data_cutoff=api.clock,
-        report={},
-        samples=[],
-    )
-    db.close()
+    _record_successful_training(env, cutoff=api.clock)
     late = api.add(2, "verified")
     records, sel, _ = _select(env, ["--from-inferences", "--only-verified"])
     assert [r.id for r in records] == late and sel["since"] is not None
@@ -179,29 +186,7 @@ def test_selection_flags_only_verified_all_time_and_min_detections(world):
 def test_records_verified_after_the_last_training_are_picked_up(world):
     api, _, env, _ = world
     pending = api.add(3, "pending")
-    from trainer.db import connect, migrate
-    from trainer.registry import Registry
-
-    db = connect(env["DATABASE_URL"], None)
-    migrate(db)
-    reg = Registry(db)
-    reg.start_run("r1", "inferences")
-    n = reg.reserve_version("r1", None)
-    reg.register(
-        number=n,
-        run_id="r1",
-        model_uri="x",
-        metadata_uri="y",
-        metrics={},
-        per_class={},
-        confusion=None,
-        params={},
-        data={},
-        data_cutoff=api.clock,
-        report={},
-        samples=[],
-    )
-    db.close()
+    _record_successful_training(env, cutoff=api.clock)
     api.set_status(pending[:2], "verified")
     records, _, _ = _select(env, ["--from-inferences", "--only-verified"])
     assert [r.id for r in records] == pending[:2]
