@@ -126,7 +126,7 @@ class Job:
                 if since is not None and s.replay_ratio > 0 and sel.selected:
                     want = round(s.replay_ratio * len(sel.selected))
                     ids = sample_replay(
-                        self.registry.replay_pool(since), want, s.seed, exclude={x.id for x in sel.selected}
+                        self.registry.replay_pool(), want, s.seed, exclude={x.id for x in sel.selected}
                     )
                     replay = inference_records_by_id(self.db, ids)
                 r.selection = {

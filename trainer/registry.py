@@ -77,7 +77,7 @@ class Registry:
         )
         return as_datetime(rows[0]["cutoff"]) if rows else None
 
-    def replay_pool(self, before: datetime | None) -> list[tuple[str, list[int]]]:
+    def replay_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs trained on (train split only), with their classes."""
         rows = self.db.fetch(
             "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "

@@ -214,7 +214,7 @@ def test_replay_pool_holds_train_samples_of_succeeded_inference_runs(reg):
     register(reg, 1, "r1", cutoff=T0, samples=samples)
     reg.start_run("r2", "inferences")
     reg.fail_run("r2", "TrainingError", "x", {})
-    assert reg.replay_pool(None) == [("a", [0, 5]), ("c", [])]
+    assert reg.replay_pool() == [("a", [0, 5]), ("c", [])]
 
 
 def test_sql_errors_become_registry_errors(reg):
