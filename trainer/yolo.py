@@ -33,6 +33,14 @@ def prepare_offline(config_dir: Path) -> None:
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
     os.environ.setdefault("MPLCONFIGDIR", str(config_dir / "matplotlib"))
+    seed = os.environ.get("TRAINER_MPL_SEED")
+    if seed and Path(seed).is_dir():
+        # A font list built into the image: copying it saves rebuilding it at every start.
+        target = Path(os.environ["MPLCONFIGDIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        for cached in Path(seed).glob("fontlist-*.json"):
+            if not (target / cached.name).exists():
+                shutil.copyfile(cached, target / cached.name)
     import matplotlib
 
     font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
