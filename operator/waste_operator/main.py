@@ -41,9 +41,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     _start_resync(memo)
 
 
-def _reconcile(memo: kopf.Memo, namespace: str, name: str, run: dict | None = None) -> None:
+def _reconcile(
+    memo: kopf.Memo, namespace: str, name: str, run: dict | None = None, job: dict | None = None
+) -> None:
     try:
-        reconcile(memo.ctx, namespace, name, run)
+        reconcile(memo.ctx, namespace, name, run, job)
     except Exception as error:  # the API may be busy or the network may blink: try again soon
         raise kopf.TemporaryError(f"reconcile failed: {error}", delay=5) from error
 
@@ -105,7 +107,7 @@ def child_changed(
     if type == "ADDED" and not body.get("status"):
         return  # a Job or Pod just made, with nothing to report yet (the operator's own create)
     if run:
-        _reconcile(memo, namespace, run)
+        _reconcile(memo, namespace, run, job=dict(body) if body.get("kind") == "Job" else None)
 
 
 @kopf.on.probe(id="runs")

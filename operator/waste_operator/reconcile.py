@@ -54,6 +54,11 @@ def _finished(job: dict) -> bool:
     return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions)
 
 
+def _complete(job: dict) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Complete" and c.get("status") == "True" for c in conditions)
+
+
 def _job_pods(ctx: Context, namespace: str, name: str, job: dict) -> list[dict]:
     uid = job["metadata"].get("uid")
     pods = ctx.kube.list_pods(namespace, f"{RUN_LABEL}={name}")
@@ -88,13 +93,23 @@ def resync(ctx: Context) -> None:
                     log.exception("[%s/%s] resync failed", namespace, run["metadata"]["name"])
 
 
-def reconcile(ctx: Context, namespace: str, name: str, run: dict | None = None) -> None:
-    """One level-based pass over a run. `run` may be given when the caller holds a fresh copy."""
+def reconcile(
+    ctx: Context, namespace: str, name: str, run: dict | None = None, job: dict | None = None
+) -> None:
+    """One level-based pass over a run. `run` or `job` may be given when the caller holds a fresh copy
+    (from the watch event that triggered the pass): each saves a read."""
     with ctx.lock(namespace, name):
-        _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}), run)
+        _reconcile(ctx, namespace, name, RunLog(log, {"run": f"{namespace}/{name}"}), run, job)
 
 
-def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog, run: dict | None = None) -> None:
+def _reconcile(
+    ctx: Context,
+    namespace: str,
+    name: str,
+    rlog: RunLog,
+    run: dict | None = None,
+    seen_job: dict | None = None,
+) -> None:
     run = run if run is not None else ctx.kube.get_run(namespace, name)
     if run is None or run["metadata"].get("deletionTimestamp"):
         return
@@ -113,6 +128,8 @@ def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog, run: dict 
             crash_point("after-job-create")
             rlog.info("created Job %s", job["metadata"]["name"])
             ctx.post_event(run, "Normal", "JobCreated", f"created Job {job['metadata']['name']}")
+    elif seen_job is not None and seen_job["metadata"]["name"] == status["jobName"]:
+        job = seen_job
     else:
         job = ctx.kube.get_job(namespace, status["jobName"])
     if job is not None and not is_owned_by(job, run):
@@ -124,7 +141,9 @@ def _reconcile(ctx: Context, namespace: str, name: str, rlog: RunLog, run: dict 
             job = ctx.kube.set_job_suspend(namespace, job["metadata"]["name"], wanted)
             rlog.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
 
-    pods = _job_pods(ctx, namespace, name, job) if job is not None and not created else []
+    # Pods tell why a Job is stuck or failed; a completed Job whose trainer reported its result needs none.
+    done = job is not None and _complete(job) and bool(status.get("result"))
+    pods = _job_pods(ctx, namespace, name, job) if job is not None and not created and not done else []
     new = status_from(job, pods, run, ctx.clock(), ctx.config.stuck_seconds)
     if not new:
         return
@@ -168,6 +187,8 @@ def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
     phase, reason, message = new.get("phase"), new.get("reason") or "", new.get("message") or ""
     if (phase, reason) != (old.get("phase"), old.get("reason") or ""):
         rlog.info("phase %s%s%s", phase, f" ({reason})" if reason else "", f": {message}" if message else "")
+        if phase == Phase.PENDING and not reason and not old.get("phase"):
+            return patched  # a run waiting for its Pod: the JobCreated Event already says so
         warning = phase == Phase.FAILED or (reason and reason not in ("Suspended", "Completed"))
         ctx.post_event(run, "Warning" if warning else "Normal", reason or str(phase), message or str(phase))
     return patched
