@@ -8,28 +8,14 @@ import sys
 
 import pytest
 
-from tests.fixtures.inference_api import REPO, InferenceAPI, create_inference_table, psql, run_trainer
-
-FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "8", "--workers", "0"]
+from tests.fixtures.inference_api import REPO, psql, run_trainer
+from tests.integration.conftest import FAST
 
 
 @pytest.mark.slow
-def test_new_data_without_a_class_is_mixed_with_replay_and_the_gate_refuses_a_model_not_better(
-    postgres, gcs, tmp_path
-):
-    dsn = postgres.new_database()
-    create_inference_table(dsn)
-    images, models = gcs.bucket(), gcs.bucket()
-    api = InferenceAPI(dsn=dsn, bucket=images)
-    env = {
-        "DATABASE_URL": dsn,
-        "GCS_IMAGES_BUCKET": images.name,
-        "GCS_MODELS_BUCKET": models.name,
-        "STORAGE_EMULATOR_HOST": gcs.endpoint,
-        "TRAINER_WORK_DIR": str(tmp_path / "work"),
-        "TRAINER_LOCAL_DIR": str(tmp_path),
-        "TRAINER_REPORT_PATH": str(tmp_path / "report.json"),
-    }
+def test_new_data_without_a_class_is_mixed_with_replay_and_the_gate_refuses_a_model_not_better(world):
+    api, models, env, _ = world
+    dsn = env["DATABASE_URL"]
     for i in range(12):
         api.add(1, "verified", classes=((0, 1, 2), (3, 4), (1, 2))[i % 3])
     rare = api.add(4, "verified", classes=(5,))  # Plastic: rare

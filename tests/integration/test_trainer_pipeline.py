@@ -9,28 +9,8 @@ from datetime import timedelta
 import pytest
 
 from tests.fixtures.data import make_sample
-from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql, run_trainer
-
-FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "8", "--workers", "0"]
-
-
-@pytest.fixture
-def world(postgres, gcs, tmp_path):
-    dsn = postgres.new_database()
-    create_inference_table(dsn)
-    images, models = gcs.bucket(), gcs.bucket()
-    env = {
-        "DATABASE_URL": dsn,
-        "GCS_IMAGES_BUCKET": images.name,
-        "GCS_MODELS_BUCKET": models.name,
-        "STORAGE_EMULATOR_HOST": gcs.endpoint,
-        "TRAINER_WORK_DIR": str(tmp_path / "work"),
-        "TRAINER_LOCAL_DIR": str(tmp_path),
-        "TRAINER_REPORT_PATH": str(tmp_path / "report.json"),
-        "TRAINER_TERMINATION_LOG": str(tmp_path / "termination-log"),
-    }
-    api = InferenceAPI(dsn=dsn, bucket=images)
-    return api, models, env, tmp_path
+from tests.fixtures.inference_api import psql, run_trainer
+from tests.integration.conftest import FAST
 
 
 def names(bucket, prefix: str) -> set[str]:
