@@ -321,46 +321,45 @@ class JobWorker(threading.Thread):
     # -- status writes ----------------------------------------------------------------------------------
     def _pod_status(self, phase: str, started: str, container: Obj | None = None, **kw: Any) -> None:
         assert self.pod is not None
-        name = self.pod["metadata"]["name"]
-        for _ in range(10):
-            pod = self.runner.read("Pod", self.namespace, name)
-            if pod is None:
-                raise _Stop("Cancelled")
+
+        def change(pod: Obj) -> None:
             # The API server sets qosClass when the Pod is created and refuses to change it: keep it.
             qos = (pod.get("status") or {}).get("qosClass")
             pod["status"] = kubelet.pod_status(phase, start_time=started, container=container, **kw)
             if qos:
                 pod["status"]["qosClass"] = qos
-            try:
-                self.runner.core.replace_namespaced_pod_status(
-                    name, self.namespace, pod, _preload_content=False
-                )
-                return
-            except client.ApiException as e:
-                if e.status == 404:
-                    raise _Stop("Cancelled") from e
-                if e.status != 409:
-                    raise
-        raise RuntimeError(f"could not update Pod {name} status")
+
+        self._replace_status(
+            "Pod", self.pod["metadata"]["name"], change, self.runner.core.replace_namespaced_pod_status
+        )
 
     def _job_status(self, mutate: Callable[[Obj], Any]) -> None:
+        self._replace_status(
+            "Job",
+            self.name,
+            lambda job: mutate(job.setdefault("status", {})),
+            self.runner.batch.replace_namespaced_job_status,
+        )
+
+    def _replace_status(
+        self, kind: str, name: str, change: Callable[[Obj], Any], replace: Callable[..., Any]
+    ) -> None:
+        """Read, change and replace an object's status, again on a conflict; a vanished object (or a Job
+        of the same name but another uid) cancels this worker."""
         for _ in range(10):
-            job = self.runner.read("Job", self.namespace, self.name)
-            if job is None or job["metadata"]["uid"] != self.uid:
+            obj = self.runner.read(kind, self.namespace, name)
+            if obj is None or (kind == "Job" and obj["metadata"]["uid"] != self.uid):
                 raise _Stop("Cancelled")
-            status = job.setdefault("status", {})
-            mutate(status)
+            change(obj)
             try:
-                self.runner.batch.replace_namespaced_job_status(
-                    self.name, self.namespace, job, _preload_content=False
-                )
+                replace(name, self.namespace, obj, _preload_content=False)
                 return
             except client.ApiException as e:
                 if e.status == 404:
                     raise _Stop("Cancelled") from e
                 if e.status != 409:
                     raise
-        raise RuntimeError(f"could not update Job {self.name} status")
+        raise RuntimeError(f"could not update {kind} {name} status")
 
     def _finish_succeeded(self, failures: int) -> None:
         def mutate(s: Obj) -> None:
