@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.blobstore import BlobInfo, BlobStore, NotFound, check_object_name
-from trainer.errors import StorageError
 
 log = logging.getLogger(__name__)
 LIST_PREFIX_LIMIT = 64  # beyond this many folders, per-object lookups are cheaper than listings
@@ -93,18 +91,11 @@ class ObjectCache:
             # A unique name that the download creates itself: one file creation per object, not two.
             tmp = str(dest.with_name(f".part-{uuid.uuid4().hex}"))
             try:
-                for attempt in range(3):
-                    try:
-                        self.store.download(info.name, Path(tmp), generation=info.generation)
-                        break
-                    except NotFound as exc:
-                        return info, None, str(exc)
-                    except StorageError:
-                        # The client already retried transient errors; a last few tries cover resets
-                        # it does not retry.
-                        if attempt == 2:
-                            raise
-                        time.sleep(0.5 * 2**attempt)
+                try:
+                    # Retrying transient failures (429, 5xx, resets, truncation) is the store's job.
+                    self.store.download(info.name, Path(tmp), generation=info.generation)
+                except NotFound as exc:
+                    return info, None, str(exc)
                 os.replace(tmp, dest)  # a cache file is complete or absent, never partial
                 return info, dest, None
             finally:
