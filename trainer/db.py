@@ -224,10 +224,15 @@ def _statements(sql: str) -> list[str]:
 
 def migrate(db: Database) -> list[int]:
     """Applies the migrations not yet applied, each in its own transaction; safe to run concurrently."""
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS trainer_schema_migrations "
-        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
-    )
+    # CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator in PostgreSQL (both pass the
+    # existence check, one fails on the catalog's unique index), so it runs under the same lock.
+    with db.transaction():
+        if db.dialect == "postgresql":
+            db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS trainer_schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
+        )
     applied: list[int] = []
     for version, name, sql in migrations():
         with db.transaction():

@@ -187,3 +187,38 @@ def test_secrets_never_reach_logs_reports_or_metadata(postgres, gcs, tmp_path):
     for text in (err, err2, err3, json.dumps(report), json.dumps(report2), (tmp_path / "term").read_text()):
         assert secret not in text
     assert psql(dsn, "SELECT count(*) FROM training_runs WHERE report LIKE '%Canary%'") == "0"
+
+
+def test_concurrent_first_migrations_of_a_fresh_database_all_succeed(postgres):
+    """Two Jobs starting together against a new registry database (the CI failure of 2026-11-26:
+    `CREATE TABLE IF NOT EXISTS` raced on PostgreSQL's catalog index). Every migrator succeeds, each
+    migration is applied exactly once."""
+    import threading
+
+    from trainer.db import PostgresDatabase, migrate, migrations
+
+    for _ in range(3):  # the race window is small: several fresh databases, eight migrators each
+        dsn = postgres.new_database()
+        barrier = threading.Barrier(8)
+        results: list[object] = []
+
+        def one(dsn=dsn, barrier=barrier, results=results) -> None:
+            db = PostgresDatabase(dsn)
+            try:
+                barrier.wait()
+                results.append(migrate(db))
+            except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+                results.append(exc)
+            finally:
+                db.close()
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        errors = [r for r in results if isinstance(r, Exception)]
+        assert not errors, errors
+        applied = sorted(v for r in results for v in r)
+        assert applied == sorted(v for v, _, _ in migrations())
+        assert psql(dsn, "SELECT count(*) FROM trainer_schema_migrations") == str(len(applied))
