@@ -132,7 +132,7 @@ def test_two_runs_at_once_get_distinct_versions_and_a_consistent_latest(postgres
 
 @pytest.mark.slow
 def test_postgres_restarted_mid_run_is_survived_and_unreachable_fails_cleanly(gcs, tmp_path):
-    server = start_postgres()
+    server = start_postgres(durable=True)
     try:
         dsn = server.new_database()
         create_inference_table(dsn)
