@@ -160,7 +160,7 @@ def run_plain(a, seed: int, data_yaml: Path, work: Path, workers: int) -> dict:
         seed=seed,
         deterministic=True,
         workers=workers,
-        lr0=0.01,
+        optimizer="auto",  # the trainer's default: the same optimizer and learning rate
         patience=a.epochs,
         plots=False,
         verbose=False,

@@ -6,6 +6,7 @@ import logging
 import platform
 import shutil
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,15 +130,24 @@ class Job:
                         self.registry.replay_pool(), want, s.seed, exclude={x.id for x in sel.selected}
                     )
                     replay = inference_records_by_id(self.db, ids)
+                history: list[Record] = []
+                if since is not None and s.history_val > 0 and sel.selected:
+                    # The validation images of earlier runs stay validation images: champion and challenger
+                    # are then also compared on the classes the new data lacks, so forgetting shows.
+                    taken = {x.id for x in sel.selected} | {x.id for x in replay}
+                    ids = sample_replay(self.registry.validation_pool(), s.history_val, s.seed, exclude=taken)
+                    history = [replace(x, split_hint="val") for x in inference_records_by_id(self.db, ids)]
                 r.selection = {
                     "since": since.isoformat() if since else None,
                     **sel.counts,
                     "new": len(sel.selected),
                     "replayed": len(replay),
+                    "history_val": len(history),
                     "cutoff": sel.cutoff.isoformat() if sel.cutoff else None,
                 }
-                records, cutoff = sel.selected + replay, sel.cutoff
-                replayed = {x.id for x in replay}
+                records, cutoff = sel.selected + replay + history, sel.cutoff
+                # Earlier samples, for training (replay) or for validation only (history).
+                replayed = {x.id for x in replay + history}
                 if not sel.selected:
                     where = f"since {since.isoformat()}" if since else "in the inferences table"
                     kind = "verified or corrected " if s.only_verified else ""
@@ -163,7 +173,12 @@ class Job:
                         f"dataset {uri} has no image with a label file "
                         "(expected images/... and labels/... folders)"
                     )
-            f.update(selected=len(records), new=r.selection["new"], replayed=len(replayed))
+            f.update(
+                selected=len(records),
+                new=r.selection["new"],
+                replayed=r.selection["replayed"],
+                history_val=r.selection.get("history_val", 0),
+            )
         return records, source, cutoff, replayed
 
     def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
@@ -193,7 +208,8 @@ class Job:
                 "cached": fetched.cached,
                 "bytes_downloaded": fetched.bytes_downloaded,
                 "instances": ds.instances,
-                "replayed_by_class": _class_counts(ds, replayed),
+                "replayed_by_class": _class_counts(ds, {i for i in replayed if ds.splits.get(i) == "train"}),
+                "history_val_by_class": _class_counts(ds, {i for i in replayed if ds.splits.get(i) == "val"}),
             }
             f.update(train=ds.counts["train"], val=ds.counts["val"], skipped=sum(ds.skipped.values()))
         if not ds.counts["train"] or not ds.counts["val"]:

@@ -70,12 +70,26 @@ class Registry:
         )
 
     def last_cutoff(self) -> datetime | None:
-        """The data cutoff of the newest successful training on inferences: the next run starts after it."""
+        """The newest feedback the deployed model has learned from: the data cutoff along the lineage of
+        latest (that version and the bases it was fine-tuned from). The next incremental run starts after
+        it and fine-tunes latest, so feedback trained into a version the gate refused is trained again
+        rather than lost; None (train on everything) until a version trained on inferences is deployed."""
+        latest = self.latest()
+        if latest is None:
+            return None
         rows = self.db.fetch(
-            "SELECT max(data_cutoff) AS cutoff FROM training_runs "
-            "WHERE mode = 'inferences' AND status = 'succeeded'"
+            "SELECT number, base_version, data_cutoff FROM model_versions WHERE state = 'registered'"
         )
-        return as_datetime(rows[0]["cutoff"]) if rows else None
+        versions = {r["number"]: r for r in rows}
+        cutoffs: list[datetime] = []
+        number: int | None = latest
+        seen: set[int] = set()
+        while number is not None and number in versions and number not in seen:
+            seen.add(number)
+            if versions[number]["data_cutoff"] is not None:
+                cutoffs.append(as_datetime(versions[number]["data_cutoff"]))
+            number = versions[number]["base_version"]
+        return max(cutoffs) if cutoffs else None
 
     def replay_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs trained on (train split only), with their classes."""
@@ -83,6 +97,16 @@ class Registry:
             "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "
             "JOIN training_runs r ON r.id = s.run_id "
             "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = 'train' "
+            "ORDER BY s.sample_id"
+        )
+        return [(r["sample_id"], json.loads(r["classes"])) for r in rows]
+
+    def validation_pool(self) -> list[tuple[str, list[int]]]:
+        """Samples earlier successful runs validated on, with their classes: the held-out history."""
+        rows = self.db.fetch(
+            "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "
+            "JOIN training_runs r ON r.id = s.run_id "
+            "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = 'val' "
             "ORDER BY s.sample_id"
         )
         return [(r["sample_id"], json.loads(r["classes"])) for r in rows]

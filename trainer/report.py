@@ -99,6 +99,7 @@ class RunReport:
                 "selected": self.selection.get("selected", 0),
                 "new": self.selection.get("new", 0),
                 "replayed": self.selection.get("replayed", 0),
+                "historyVal": self.selection.get("history_val", 0),
                 "train": ds.get("train", 0),
                 "val": ds.get("val", 0),
                 "skipped": sum((ds.get("skipped") or {}).values()),

@@ -76,11 +76,13 @@ def assign_splits(records: Sequence[Record], train_fraction: float) -> dict[str,
         r.id: (r.split_hint if r.split_hint in ("train", "val") else split_of(r.id, train_fraction))
         for r in records
     }
+    # The fallbacks move a hashed record, never one whose split was given (a held-out one stays held out).
+    movable = [r.id for r in records if r.split_hint not in ("train", "val")] or list(splits)
     if len(records) >= 2 and "val" not in splits.values():
-        first = min(splits, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
+        first = min(movable, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
         splits[first] = "val"
     if len(records) >= 2 and "train" not in splits.values():
-        last = max(splits, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
+        last = max(movable, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
         splits[last] = "train"
     return splits
 

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from trainer.errors import ConfigError
 
 PROMOTION_MODES = ("gate", "force", "skip")
+# Ultralytics' optimizers; "auto" lets Ultralytics choose one and its learning rate from the run's length.
+OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp")
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,8 @@ class Settings:
     # Training parameters (names and defaults are the original job's).
     epochs: int = 50
     batch_size: int = 16
-    learning_rate: float = 0.01
+    optimizer: str = "auto"
+    learning_rate: float | None = None  # None: the optimizer's own (auto chooses it)
     img_size: int = 640
     patience: int = 10
     device: str = "auto"
@@ -34,6 +37,7 @@ class Settings:
     min_detections: int = 1
     dataset: str | None = None
     replay_ratio: float = 1.0
+    history_val: int = 1000
     # Promotion gate.
     promotion: str = "gate"
     map50_tolerance: float = 0.02
@@ -63,8 +67,8 @@ class Settings:
     def effective_parameters(self) -> dict:
         """What a model version records about how it was made (no secrets)."""
         keep = (
-            "epochs batch_size learning_rate img_size patience device base_model seed from_inferences "
-            "only_verified all_time train_split min_detections dataset replay_ratio promotion "
+            "epochs batch_size optimizer learning_rate img_size patience device base_model seed from_inferences "
+            "only_verified all_time train_split min_detections dataset replay_ratio history_val promotion "
             "map50_tolerance class_ap_drop"
         ).split()
         values = asdict(self)
@@ -80,7 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     p.add_argument(
-        "--learning-rate", type=float, default=0.01, help="initial learning rate lr0 (default 0.01)"
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="auto",
+        help="auto (Ultralytics picks AdamW for short runs, SGD for long ones, and their learning rates) or "
+        "one of SGD, Adam, AdamW, NAdam, RAdam, RMSProp (default auto)",
+    )
+    p.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="initial learning rate (Ultralytics lr0); needs a named --optimizer, as auto picks its own",
     )
     p.add_argument("--img-size", type=int, default=640, help="square training image size (default 640)")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
@@ -104,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="earlier training images mixed in per new image on incremental runs (default 1.0)",
+    )
+    p.add_argument(
+        "--history-val",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="earlier validation images (stable hash split, sampled per class) added to an incremental "
+        "run's validation set, so champion and challenger are also compared on what the model knew "
+        "before; 0: the new data's only (default 1000)",
     )
     p.add_argument(
         "--promotion",
@@ -179,11 +202,20 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError(f"--train-split must be between 0 and 1 (exclusive), got {a.train_split}")
     for name in ("epochs", "batch_size", "img_size"):
         _positive("--" + name.replace("_", "-"), getattr(a, name))
-    _positive("--learning-rate", a.learning_rate)
+    if a.learning_rate is not None:
+        _positive("--learning-rate", a.learning_rate)
+        if a.optimizer == "auto":
+            # Ultralytics would ignore it with only a log line: say so before any GPU time is spent.
+            raise ConfigError(
+                f"--learning-rate {a.learning_rate} has no effect with --optimizer auto (Ultralytics then "
+                "picks the optimizer and its rate); name one, e.g. --optimizer SGD --learning-rate 0.01"
+            )
     if a.img_size % 32:
         raise ConfigError(f"--img-size must be a multiple of 32, got {a.img_size}")
     if a.patience < 0 or a.min_detections < 0:
         raise ConfigError("--patience and --min-detections must not be negative")
+    if a.history_val < 0:
+        raise ConfigError(f"--history-val must not be negative, got {a.history_val}")
     if not 0 <= a.replay_ratio <= 10:
         raise ConfigError(f"--replay-ratio must be between 0 and 10, got {a.replay_ratio}")
 
@@ -218,6 +250,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     return Settings(
         epochs=a.epochs,
         batch_size=a.batch_size,
+        optimizer=a.optimizer,
         learning_rate=a.learning_rate,
         img_size=a.img_size,
         patience=a.patience,
@@ -232,6 +265,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         min_detections=a.min_detections,
         dataset=dataset,
         replay_ratio=a.replay_ratio,
+        history_val=a.history_val,
         promotion=a.promotion,
         map50_tolerance=a.map50_tolerance,
         class_ap_drop=a.class_ap_drop,

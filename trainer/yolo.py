@@ -154,7 +154,7 @@ def train(
         data=str(data_yaml),
         epochs=settings.epochs,
         batch=settings.batch_size,
-        lr0=settings.learning_rate,
+        optimizer=settings.optimizer,
         imgsz=settings.img_size,
         patience=settings.patience or 10**6,
         device=device,
@@ -170,6 +170,8 @@ def train(
         amp=device != "cpu",
         cache=False,
     )
+    if settings.learning_rate is not None:
+        args["lr0"] = settings.learning_rate
     try:
         results = model.train(resume=True) if resume else model.train(**args)
     except (KeyboardInterrupt, MemoryError):

@@ -12,7 +12,8 @@ from .config import OperatorConfig
 TRAINER_DEFAULTS: dict[str, Any] = {
     "epochs": 50,
     "batchSize": 16,
-    "learningRate": 0.01,
+    "optimizer": "auto",
+    "learningRate": None,  # optional: the optimizer's own rate when absent
     "imgSize": 640,
     "patience": 10,
     "device": "auto",
@@ -24,6 +25,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 FLAGS = {
     "epochs": "--epochs",
     "batchSize": "--batch-size",
+    "optimizer": "--optimizer",
     "learningRate": "--learning-rate",
     "imgSize": "--img-size",
     "patience": "--patience",
@@ -86,7 +88,9 @@ def trainer_args(spec: dict) -> list[str]:
     """The trainer's command-line flags from the run's spec, in the order of docs/CONTRACTS.md."""
     args: list[str] = []
     for field, flag in FLAGS.items():
-        args += [flag, _flag_value(spec.get(field, TRAINER_DEFAULTS[field]))]
+        value = spec.get(field, TRAINER_DEFAULTS[field])
+        if value is not None:
+            args += [flag, _flag_value(value)]
     source = spec.get("source") or {"fromInferences": {}}
     if "dataset" in source:
         args += ["--dataset", source["dataset"]["uri"]]

@@ -68,3 +68,75 @@ def test_new_data_without_a_class_is_mixed_with_replay_and_the_gate_refuses_a_mo
     assert table[0].split()[:3] == ["VERSION", "BASE", "mAP50"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows["v1"][-3] == "yes" and rows["v2"][-3] == "no" and rows["v3"][-3] == "latest"
+
+
+# Enough training on CPU for a from-scratch model to learn the synthetic shapes (about 1 minute for v1):
+# AdamW at 3e-3 learns them in about 20 epochs, where Ultralytics' auto choice needs twice as many.
+LEARN = ["--img-size", "64", "--batch-size", "8", "--workers", "0", "--optimizer", "AdamW",
+         "--learning-rate", "0.003", "--patience", "0"]  # fmt: skip
+
+
+def _ap50(metrics: dict, name: str) -> float:
+    return float(((metrics.get("per_class") or {}).get(name) or {}).get("ap50", 0.0))
+
+
+@pytest.mark.slow
+def test_new_data_alone_makes_the_model_forget_a_class_the_gate_refuses_it_and_replay_keeps_it(world):
+    """The deployed model knows Plastic well and Glass barely. New feedback is all Glass. Trained on it alone,
+    the new model gets better at Glass and better overall, but forgets Plastic: the gate refuses it for
+    Plastic's AP drop and latest stays. The same feedback with replay keeps Plastic and is promoted."""
+    api, models, env, _ = world
+    dsn = env["DATABASE_URL"]
+    api.add(40, "verified", classes=(5,))  # Plastic
+    api.add(8, "verified", classes=(2,))  # Glass
+    code, report, err = run_trainer(
+        ["--from-inferences", "--only-verified", "--base-model", "yolov8n.yaml", "--epochs", "25", *LEARN],
+        env,
+    )
+    assert code == 0, err
+    assert report["promotion"]["promoted"] is True
+    assert _ap50(report["metrics"], "Plastic") >= 0.8, report["metrics"]["per_class"]  # the premise
+
+    new = api.add(40, "verified", classes=(2,))  # new feedback: only Glass
+    code, report, err = run_trainer(
+        ["--from-inferences", "--only-verified", "--replay-ratio", "0", "--epochs", "12", *LEARN], env
+    )
+    assert code == 0, err  # a refused promotion is a successful run
+    sel, data = report["selection"], report["data"]
+    assert sel["new"] == 40 and sel["replayed"] == 0
+    # The validation set also holds v1's validation images, Plastic among them: forgetting is measurable.
+    assert sel["history_val"] >= 1 and data["history_val_by_class"].get("Plastic", 0) >= 1, data
+    champion, challenger = report["champion"], report["metrics"]
+    assert champion["version"] == "v1"
+    drop = _ap50(champion, "Plastic") - _ap50(challenger, "Plastic")
+    assert drop > 0.15, (champion["per_class"], challenger["per_class"])
+    promo = report["promotion"]
+    assert promo["promoted"] is False and "Plastic" in promo["reason"], promo
+    assert models.get_blob("models/latest/yolov8n_waste.pt").metadata["version"] == "v1"
+    assert psql(dsn, "SELECT version FROM latest_model") == "1"
+
+    # The same feedback again (v2 was never deployed, so it is not consumed), now with replay.
+    code, report, err = run_trainer(
+        ["--from-inferences", "--only-verified", "--replay-ratio", "1.0", "--epochs", "12", *LEARN], env
+    )
+    assert code == 0, err
+    sel = report["selection"]
+    assert sel["new"] == 40 and sel["replayed"] >= 30, sel
+    assert report["data"]["replayed_by_class"].get("Plastic", 0) >= 20, report["data"]
+    trained = set(
+        psql(
+            dsn,
+            "SELECT sample_id FROM training_samples s JOIN model_versions v ON v.run_id = s.run_id "
+            "WHERE v.name = 'v3' AND NOT s.replayed",
+        ).split()
+    )
+    assert trained == set(new)
+    kept = _ap50(report["champion"], "Plastic") - _ap50(report["metrics"], "Plastic")
+    assert kept <= 0.15, (report["champion"]["per_class"], report["metrics"]["per_class"])
+    assert report["promotion"]["promoted"] is True, report["promotion"]
+    assert report["model"]["version"] == "v3" and report["model"]["base_version"] == "v1"
+    assert models.get_blob("models/latest/yolov8n_waste.pt").metadata["version"] == "v3"
+    print(
+        "forgetting figures:",
+        json.dumps({"v2_no_replay_plastic_drop": round(drop, 3), "v3_replay_plastic_drop": round(kept, 3)}),
+    )

@@ -21,7 +21,7 @@ def test_job_name_is_deterministic_short_and_unique_per_uid():
 
 def test_defaults_give_the_contract_args_in_order():
     assert trainer_args({}) == [
-        "--epochs", "50", "--batch-size", "16", "--learning-rate", "0.01", "--img-size", "640",
+        "--epochs", "50", "--batch-size", "16", "--optimizer", "auto", "--img-size", "640",
         "--patience", "10", "--device", "auto", "--base-model", "yolov8n.pt", "--train-split", "0.8",
         "--min-detections", "1", "--replay-ratio", "1.0",
         "--from-inferences", "--only-verified", "--promotion", "gate",
@@ -44,6 +44,29 @@ def test_dataset_source_and_flags():
     assert args[args.index("--replay-ratio") + 1] == "0.5"
     all_time = trainer_args({"source": {"fromInferences": {"onlyVerified": False, "allTime": True}}})
     assert "--only-verified" not in all_time and "--all-time" in all_time
+    tuned = trainer_args({"optimizer": "SGD", "learningRate": 0.02})
+    assert tuned[tuned.index("--optimizer") : tuned.index("--optimizer") + 4] == [
+        "--optimizer", "SGD", "--learning-rate", "0.02"
+    ]  # fmt: skip
+
+
+def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
+    """The contract from the trainer's side: its own parser and checks take what the operator passes."""
+    from trainer.settings import load_settings
+
+    env = {"DATABASE_URL": "postgresql://u@db:5432/x", "GCS_MODELS_BUCKET": "m", "GCS_IMAGES_BUCKET": "i"}
+    for spec in (
+        {},
+        {"optimizer": "AdamW", "learningRate": 0.003, "epochs": 3, "replayRatio": 0.0},
+        {
+            "source": {"fromInferences": {"onlyVerified": False, "allTime": True}},
+            "promotion": {"mode": "skip"},
+        },
+        {"source": {"dataset": {"uri": "gs://b/ds/v1"}}, "device": "0,1", "baseModel": "yolov8n.yaml"},
+    ):
+        s = load_settings(trainer_args(spec), env)
+        assert s.epochs == spec.get("epochs", 50) and s.optimizer == spec.get("optimizer", "auto")
+        assert s.learning_rate == spec.get("learningRate")
 
 
 def test_job_spec_env_security_and_owner(config):

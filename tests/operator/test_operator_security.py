@@ -56,6 +56,7 @@ def test_a_missing_database_secret_ends_the_run_with_a_reason(run_namespace, ope
 @pytest.mark.parametrize(("spec", "words"), [
     ({"epochs": "ten"}, "spec.epochs"),
     ({"learningRate": "fast"}, "spec.learningRate"),
+    ({"learningRate": 0.02}, "learningRate needs a named optimizer"),
     ({"source": {"dataset": {"uri": 7}}}, "spec.source.dataset.uri"),
     ({"resources": {"gpus": -1}}, "spec.resources.gpus"),
 ])  # fmt: skip

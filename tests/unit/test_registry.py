@@ -168,28 +168,48 @@ def test_a_failure_inside_move_objects_leaves_latest_unchanged(reg):
     assert reg.reserve_version("r2", None) == 2
 
 
-def test_last_cutoff_only_counts_succeeded_inference_runs(reg):
+def test_last_cutoff_is_the_newest_data_the_deployed_model_learned_from(reg):
+    def promote(number):
+        reg.promote(
+            number,
+            expected_current=reg.latest(),
+            run_id="r",
+            actor="t",
+            reason="x",
+            move_objects=lambda: None,
+        )
+
     assert reg.last_cutoff() is None
-    reg.start_run("inf-ok", "inferences")
-    reg.reserve_version("inf-ok", None)
-    register(reg, 1, "inf-ok", cutoff=T0)
-
-    reg.start_run("inf-failed", "inferences")
-    reg.fail_run("inf-failed", "TrainingError", "boom", {})
-    reg.db.execute(
-        "UPDATE training_runs SET data_cutoff = $1 WHERE id = 'inf-failed'", T0 + timedelta(days=2)
-    )
-
-    reg.start_run("ds-ok", "dataset")
-    reg.reserve_version("ds-ok", None)
-    register(reg, 2, "ds-ok", cutoff=T0 + timedelta(days=3))
-
-    reg.start_run("inf-running", "inferences")
-    reg.db.execute(
-        "UPDATE training_runs SET data_cutoff = $1 WHERE id = 'inf-running'", T0 + timedelta(days=4)
-    )
-
+    reg.start_run("r1", "inferences")
+    reg.reserve_version("r1", None)
+    register(reg, 1, "r1", cutoff=T0)
+    assert reg.last_cutoff() is None  # trained, not deployed: the next run still trains from scratch on all
+    promote(1)
     assert reg.last_cutoff() == T0
+
+    # v2 (from v1, newer data) is refused by the gate: its data was never deployed, so it is not consumed.
+    reg.start_run("r2", "inferences")
+    reg.reserve_version("r2", 1)
+    register(reg, 2, "r2", cutoff=T0 + timedelta(days=1))
+    assert reg.last_cutoff() == T0
+
+    # A failed run and a running one consume nothing either.
+    reg.start_run("r-failed", "inferences")
+    reg.fail_run("r-failed", "TrainingError", "boom", {})
+    reg.db.execute("UPDATE training_runs SET data_cutoff = $1 WHERE id = 'r-failed'", T0 + timedelta(days=2))
+    assert reg.last_cutoff() == T0
+
+    # v3 from v1 with everything since is deployed; then a curated dataset (no cutoff) is fine-tuned from v3
+    # and deployed: the lineage still says the deployed model knows the feedback up to v3's cutoff.
+    reg.start_run("r3", "inferences")
+    reg.reserve_version("r3", 1)
+    register(reg, 3, "r3", cutoff=T0 + timedelta(days=3))
+    promote(3)
+    reg.start_run("ds", "dataset")
+    reg.reserve_version("ds", 3)
+    register(reg, 4, "ds", cutoff=None)
+    promote(4)
+    assert reg.last_cutoff() == T0 + timedelta(days=3)
 
 
 def test_start_run_returns_the_stored_report_of_an_already_succeeded_run(reg):

@@ -26,7 +26,7 @@ CONTRACT_KEYS = {
 
 def full_report() -> RunReport:
     r = RunReport(run_id="ns/nightly", mode="inferences", status="Succeeded")
-    r.selection = {"selected": 120, "new": 60, "replayed": 60}
+    r.selection = {"selected": 120, "new": 60, "replayed": 60, "history_val": 30}
     r.data = {"train": 96, "val": 24, "skipped": {"bad_image": 1, "missing_label": 1}}
     r.training = {"epochs_completed": 12, "epochs": 50, "early_stopped": True, "resumed_from_epoch": None}
     r.metrics = {"map50": 0.41, "map50_95": 0.29, "precision": 0.5, "recall": 0.4}
@@ -39,7 +39,15 @@ def full_report() -> RunReport:
 def test_compact_has_exactly_the_contract_keys_and_values():
     c = full_report().compact()
     assert set(c) == CONTRACT_KEYS
-    assert c["dataset"] == {"selected": 120, "new": 60, "replayed": 60, "train": 96, "val": 24, "skipped": 2}
+    assert c["dataset"] == {
+        "selected": 120,
+        "new": 60,
+        "replayed": 60,
+        "historyVal": 30,
+        "train": 96,
+        "val": 24,
+        "skipped": 2,
+    }
     assert c["epochs"] == {"completed": 12, "requested": 50, "earlyStopped": True, "resumedFromEpoch": None}
     assert c["metrics"] == {"mAP50": 0.41, "mAP50_95": 0.29, "precision": 0.5, "recall": 0.4}
     assert (c["modelVersion"], c["baseVersion"], c["championMAP50"], c["promoted"]) == (

@@ -116,6 +116,16 @@ def test_assign_splits_with_every_hint_train_still_validates_on_one_sample():
     assert list(splits.values()).count("val") == 1
 
 
+def test_assign_splits_never_moves_a_held_out_record_into_training():
+    """New records that all hash to val, plus earlier validation images: a new one trains, the held-out
+    ones stay validation images (else the challenger would be scored on what it trained on)."""
+    new = [rec(f"n{i}") for i in range(200) if split_of(f"n{i}", 0.5) == "val"][:3]
+    held_out = [rec(f"h{i}", hint="val") for i in range(5)]
+    splits = assign_splits(new + held_out, 0.5)
+    assert all(splits[r.id] == "val" for r in held_out)
+    assert [r.id for r in new if splits[r.id] == "train"] != []
+
+
 def test_assign_splits_of_a_single_record_does_not_invent_a_val_sample():
     assert len(assign_splits([rec("only")], 0.8)) == 1
 

@@ -30,7 +30,19 @@ DATASET = "gs://datasets/waste"
         pytest.param(["--dataset", DATASET, "--img-size", "100"], {}, ["--img-size"], id="img-size-100"),
         pytest.param(["--dataset", DATASET, "--epochs", "0"], {}, ["--epochs"], id="epochs-0"),
         pytest.param(["--dataset", DATASET, "--batch-size", "-1"], {}, ["--batch-size"], id="batch-negative"),
-        pytest.param(["--dataset", DATASET, "--learning-rate", "0"], {}, ["--learning-rate"], id="lr-0"),
+        pytest.param(
+            ["--dataset", DATASET, "--optimizer", "SGD", "--learning-rate", "0"],
+            {},
+            ["--learning-rate"],
+            id="lr-0",
+        ),
+        pytest.param(
+            ["--dataset", DATASET, "--learning-rate", "0.01"],
+            {},
+            ["--learning-rate", "--optimizer auto"],
+            id="lr-auto",
+        ),
+        pytest.param(["--dataset", DATASET, "--optimizer", "Lion"], {}, ["--optimizer"], id="optimizer"),
         pytest.param(["--dataset", DATASET, "--epochs", "ten"], {}, ["--epochs"], id="epochs-not-int"),
         pytest.param(["--dataset", DATASET, "--promotion", "maybe"], {}, ["--promotion"], id="promotion"),
         pytest.param(["--dataset", DATASET, "--replay-ratio", "11"], {}, ["--replay-ratio"], id="replay-11"),
@@ -90,7 +102,10 @@ def test_a_local_folder_and_a_gs_uri_are_kept_as_given(tmp_path):
 
 def test_defaults_equal_the_original_jobs():
     s = load_settings(["--dataset", DATASET], {})
-    assert (s.epochs, s.batch_size, s.learning_rate, s.img_size, s.patience) == (50, 16, 0.01, 640, 10)
+    assert (s.epochs, s.batch_size, s.img_size, s.patience) == (50, 16, 640, 10)
+    # The original job passed lr0=0.01 with Ultralytics' optimizer auto, which ignores it: same behaviour,
+    # now stated (no learning rate unless an optimizer is named).
+    assert (s.optimizer, s.learning_rate) == ("auto", None)
     assert (s.device, s.base_model, s.train_split, s.min_detections) == ("auto", "yolov8n.pt", 0.8, 1)
     assert (s.replay_ratio, s.promotion) == (1.0, "gate")
     assert s.database_url is None and s.models_bucket is None
