@@ -93,21 +93,19 @@ class Registry:
 
     def replay_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs trained on (train split only), with their classes."""
-        rows = self.db.fetch(
-            "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "
-            "JOIN training_runs r ON r.id = s.run_id "
-            "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = 'train' "
-            "ORDER BY s.sample_id"
-        )
-        return [(r["sample_id"], json.loads(r["classes"])) for r in rows]
+        return self._samples_of_succeeded_runs("train")
 
     def validation_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs validated on, with their classes: the held-out history."""
+        return self._samples_of_succeeded_runs("val")
+
+    def _samples_of_succeeded_runs(self, split: str) -> list[tuple[str, list[int]]]:
         rows = self.db.fetch(
             "SELECT DISTINCT s.sample_id, s.classes FROM training_samples s "
             "JOIN training_runs r ON r.id = s.run_id "
-            "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = 'val' "
-            "ORDER BY s.sample_id"
+            "WHERE r.status = 'succeeded' AND r.mode = 'inferences' AND s.split = $1 "
+            "ORDER BY s.sample_id",
+            split,
         )
         return [(r["sample_id"], json.loads(r["classes"])) for r in rows]
 
