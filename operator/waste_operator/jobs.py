@@ -21,6 +21,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "trainSplit": 0.8,
     "minDetections": 1,
     "replayRatio": 1.0,
+    "historyVal": 1000,
 }
 FLAGS = {
     "epochs": "--epochs",
@@ -34,6 +35,7 @@ FLAGS = {
     "trainSplit": "--train-split",
     "minDetections": "--min-detections",
     "replayRatio": "--replay-ratio",
+    "historyVal": "--history-val",
 }
 JOB_DEFAULTS: dict[str, Any] = {
     "backoffLimit": 2,

@@ -23,7 +23,7 @@ def test_defaults_give_the_contract_args_in_order():
     assert trainer_args({}) == [
         "--epochs", "50", "--batch-size", "16", "--optimizer", "auto", "--img-size", "640",
         "--patience", "10", "--device", "auto", "--base-model", "yolov8n.pt", "--train-split", "0.8",
-        "--min-detections", "1", "--replay-ratio", "1.0",
+        "--min-detections", "1", "--replay-ratio", "1.0", "--history-val", "1000",
         "--from-inferences", "--only-verified", "--promotion", "gate",
     ]  # fmt: skip
 
@@ -57,7 +57,7 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
     env = {"DATABASE_URL": "postgresql://u@db:5432/x", "GCS_MODELS_BUCKET": "m", "GCS_IMAGES_BUCKET": "i"}
     for spec in (
         {},
-        {"optimizer": "AdamW", "learningRate": 0.003, "epochs": 3, "replayRatio": 0.0},
+        {"optimizer": "AdamW", "learningRate": 0.003, "epochs": 3, "replayRatio": 0.0, "historyVal": 0},
         {
             "source": {"fromInferences": {"onlyVerified": False, "allTime": True}},
             "promotion": {"mode": "skip"},
@@ -66,7 +66,7 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
     ):
         s = load_settings(trainer_args(spec), env)
         assert s.epochs == spec.get("epochs", 50) and s.optimizer == spec.get("optimizer", "auto")
-        assert s.learning_rate == spec.get("learningRate")
+        assert s.learning_rate == spec.get("learningRate") and s.history_val == spec.get("historyVal", 1000)
 
 
 def test_job_spec_env_security_and_owner(config):

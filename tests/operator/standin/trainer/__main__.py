@@ -47,6 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train-split", type=float, required=True)
     p.add_argument("--min-detections", type=int, required=True)
     p.add_argument("--replay-ratio", type=float, required=True)
+    p.add_argument("--history-val", type=int, required=True)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-inferences", action="store_true")
     source.add_argument("--dataset")
