@@ -80,6 +80,12 @@ def _ap50(metrics: dict, name: str) -> float:
     return float(((metrics.get("per_class") or {}).get(name) or {}).get("ap50", 0.0))
 
 
+def _summary(metrics: dict) -> dict:
+    return {"mAP50": round(float(metrics["map50"]), 3)} | {
+        name: round(_ap50(metrics, name), 3) for name in ("Glass", "Plastic")
+    }
+
+
 @pytest.mark.slow
 def test_new_data_alone_makes_the_model_forget_a_class_the_gate_refuses_it_and_replay_keeps_it(world):
     """The deployed model knows Plastic well and Glass barely. New feedback is all Glass. Trained on it alone,
@@ -110,6 +116,7 @@ def test_new_data_alone_makes_the_model_forget_a_class_the_gate_refuses_it_and_r
     assert champion["version"] == "v1"
     drop = _ap50(champion, "Plastic") - _ap50(challenger, "Plastic")
     assert drop > 0.15, (champion["per_class"], challenger["per_class"])
+    print("v1 vs v2 (no replay):", json.dumps({"v1": _summary(champion), "v2": _summary(challenger)}))
     promo = report["promotion"]
     assert promo["promoted"] is False and "Plastic" in promo["reason"], promo
     assert models.get_blob("models/latest/yolov8n_waste.pt").metadata["version"] == "v1"
@@ -132,11 +139,13 @@ def test_new_data_alone_makes_the_model_forget_a_class_the_gate_refuses_it_and_r
     )
     assert trained == set(new)
     kept = _ap50(report["champion"], "Plastic") - _ap50(report["metrics"], "Plastic")
+    print(
+        "v1 vs v3 (replay):",
+        json.dumps({"v1": _summary(report["champion"]), "v3": _summary(report["metrics"])}),
+    )
     assert kept <= 0.15, (report["champion"]["per_class"], report["metrics"]["per_class"])
     assert report["promotion"]["promoted"] is True, report["promotion"]
     assert report["model"]["version"] == "v3" and report["model"]["base_version"] == "v1"
     assert models.get_blob("models/latest/yolov8n_waste.pt").metadata["version"] == "v3"
-    print(
-        "forgetting figures:",
-        json.dumps({"v2_no_replay_plastic_drop": round(drop, 3), "v3_replay_plastic_drop": round(kept, 3)}),
-    )
+    figures = {"v2_no_replay_plastic_drop": round(drop, 3), "v3_replay_plastic_drop": round(kept, 3)}
+    print("forgetting figures:", json.dumps(figures))
