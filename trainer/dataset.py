@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,10 +54,17 @@ def _image_verdict(path: Path) -> str:
     try:
         suffix = check_image(path.read_bytes())
     except BadSample as exc:
-        bad.write_text(f"{exc.reason}\n{exc.detail}")
+        _write_whole(bad, f"{exc.reason}\n{exc.detail}")
         raise
-    ok.write_text(suffix)
+    _write_whole(ok, suffix)
     return suffix
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Another Job sharing a persistent cache reads a verdict whole or not at all."""
+    tmp = path.with_name(f".part-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _place(src: Path, dest: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +77,7 @@ class ObjectCache:
                 continue
             path = self.path_for(info)
             if path.is_file() and path.stat().st_size == info.size:
+                os.utime(path)  # recently used: the last a size-bounded cache evicts
                 result.paths[name] = path
                 result.cached += 1
             else:
@@ -112,3 +114,64 @@ class ObjectCache:
                         result.downloaded += 1
                         result.bytes_downloaded += info.size
         return result
+
+    def trim(self, max_bytes: int, keep: Iterable[Path] = ()) -> TrimResult:
+        """Evicts the least recently used files until the cache holds at most max_bytes.
+
+        Files in `keep` (this run's) are never evicted, nor downloads in progress (another Job may share a
+        persistent cache); a `.part-` file a crashed download left behind is removed after a day.
+        """
+        kept = {Path(p) for p in keep}
+        files: dict[Path, tuple[float, int]] = {}
+        sidecars: list[Path] = []  # the dataset step's image verdicts, "<file>.ok" / "<file>.bad"
+        total = 0
+        now = time.time()
+        result = TrimResult()
+        for sub in os.scandir(self.root):
+            if not sub.is_dir(follow_symlinks=False):
+                continue
+            for entry in os.scandir(sub.path):
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if entry.name.startswith(".part-"):
+                    if now - st.st_mtime > 86400:
+                        _unlink(Path(entry.path))
+                    continue
+                if entry.name.endswith((".ok", ".bad")):
+                    sidecars.append(Path(entry.path))
+                    continue
+                total += st.st_size
+                files[Path(entry.path)] = (st.st_mtime, st.st_size)
+        for side in sidecars:
+            if side.with_suffix("") not in files:
+                _unlink(side)  # its file is gone
+        for path, (_, size) in sorted(
+            ((p, v) for p, v in files.items() if p not in kept), key=lambda item: item[1][0]
+        ):
+            if total <= max_bytes:
+                break
+            if _unlink(path):
+                for suffix in (".ok", ".bad"):
+                    _unlink(path.with_name(path.name + suffix))
+                total -= size
+                result.removed += 1
+                result.bytes_removed += size
+        result.bytes_kept = total
+        return result
+
+
+@dataclass
+class TrimResult:
+    removed: int = 0
+    bytes_removed: int = 0
+    bytes_kept: int = 0
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:  # evicted by another Job sharing the cache
+        return False

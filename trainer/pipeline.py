@@ -188,6 +188,11 @@ class Job:
             cache = ObjectCache(s.cache_dir / "objects", source)
             names = [x.image_object for x in records] + [x.label_object for x in records if x.label_object]
             fetched = cache.fetch(names, concurrency=s.download_concurrency)
+            evicted = 0
+            if s.cache_max_bytes:
+                trimmed = cache.trim(s.cache_max_bytes, keep=fetched.paths.values())
+                evicted = trimmed.removed
+                f.update(cache_evicted=evicted, cache_bytes=trimmed.bytes_kept)
             f.update(
                 objects=len(names),
                 downloaded=fetched.downloaded,
@@ -207,6 +212,7 @@ class Job:
                 "downloaded": fetched.downloaded,
                 "cached": fetched.cached,
                 "bytes_downloaded": fetched.bytes_downloaded,
+                "cache_evicted": evicted,
                 "instances": ds.instances,
                 "replayed_by_class": _class_counts(ds, {i for i in replayed if ds.splits.get(i) == "train"}),
                 "history_val_by_class": _class_counts(ds, {i for i in replayed if ds.splits.get(i) == "val"}),

@@ -56,6 +56,7 @@ class Settings:
     run_name: str | None = None
     run_namespace: str | None = None
     download_concurrency: int = 16
+    cache_max_bytes: int = 0  # 0: unbounded (a per-Job scratch volume); else least recently used evicted
 
     @property
     def run_key(self) -> str | None:
@@ -174,6 +175,19 @@ def _positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be positive, got {value}")
 
 
+def _cache_max_bytes(raw: str) -> int:
+    raw = raw.strip()
+    if not raw:
+        return 0
+    try:
+        gb = float(raw)
+    except ValueError:
+        raise ConfigError(f"TRAINER_CACHE_MAX_GB={raw!r} is not a number of gigabytes") from None
+    if not 0 <= gb < 1e6:
+        raise ConfigError(f"TRAINER_CACHE_MAX_GB={raw!r} must be between 0 (unbounded) and 1e6")
+    return int(gb * 1e9)
+
+
 def _check_database_url(url: str) -> None:
     """Refuses a malformed URL up front; the message never repeats the URL (it holds a password)."""
     if not url.startswith(("postgresql://", "postgres://")):
@@ -281,4 +295,5 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         run_name=env.get("TRAININGRUN_NAME") or None,
         run_namespace=env.get("TRAININGRUN_NAMESPACE") or None,
         download_concurrency=int(env.get("TRAINER_DOWNLOAD_CONCURRENCY") or 16),
+        cache_max_bytes=_cache_max_bytes(env.get("TRAINER_CACHE_MAX_GB", "")),
     )

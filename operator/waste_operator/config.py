@@ -29,6 +29,9 @@ class OperatorConfig:
     shm_size: str = "8Gi"
     tmp_size: str = "50Gi"
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # A PersistentVolumeClaim (in the run's namespace) for the trainer's download cache; None: per-Job scratch.
+    cache_claim: str | None = None
+    cache_max_gb: float = 50.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -47,7 +50,7 @@ class OperatorConfig:
             try:
                 value = float(raw)
             except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
             if value <= 0:
                 raise ConfigError(f"{name}={raw!r} must be positive")
             return value
@@ -68,4 +71,6 @@ class OperatorConfig:
             shm_size=env.get("TRAINER_SHM_SIZE", "").strip() or cls.shm_size,
             tmp_size=env.get("TRAINER_TMP_SIZE", "").strip() or cls.tmp_size,
             liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
+            cache_claim=env.get("TRAINER_CACHE_CLAIM", "").strip() or None,
+            cache_max_gb=number("TRAINER_CACHE_MAX_GB", cls.cache_max_gb),
         )

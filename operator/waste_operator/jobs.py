@@ -47,6 +47,7 @@ RESOURCE_DEFAULTS = {"gpus": 1, "cpu": "4", "memory": "16Gi"}
 CONTAINER = "trainer"
 TERMINATION_LOG = "/dev/termination-log"
 REPORT_PATH = "/tmp/report.json"
+CACHE_DIR = "/cache"
 TRAINER_UID = 10001
 # Exit codes that no retry can fix (invalid input, empty selection, base model unavailable): fail the Job
 # at once instead of spending the backoff limit on them.
@@ -201,6 +202,17 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
         ],
     }
+    if config.cache_claim:
+        # A download cache that outlives the Job: the next run downloads only what is new. Shared by
+        # concurrent Jobs (the cache writes complete files by rename) and bounded by TRAINER_CACHE_MAX_GB.
+        pod_spec["volumes"].append(
+            {"name": "cache", "persistentVolumeClaim": {"claimName": config.cache_claim}}
+        )
+        pod_spec["containers"][0]["volumeMounts"].append({"name": "cache", "mountPath": CACHE_DIR})
+        pod_spec["containers"][0]["env"] += [
+            {"name": "TRAINER_CACHE_DIR", "value": CACHE_DIR},
+            {"name": "TRAINER_CACHE_MAX_GB", "value": _flag_value(config.cache_max_gb)},
+        ]
     if tolerations:
         pod_spec["tolerations"] = tolerations
     if spec.get("nodeSelector"):

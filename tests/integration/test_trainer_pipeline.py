@@ -207,12 +207,14 @@ def test_dataset_mode_from_a_folder_and_from_gcs(world, gcs):
     for path in folder.rglob("*"):
         if path.is_file():
             datasets.blob("waste/v3/" + path.relative_to(folder).as_posix()).upload_from_filename(str(path))
-    env_gcs = {**env, "GCS_DATASETS_BUCKET": datasets.name}
+    # A download cache bounded below what it holds: the local run's 24 files are evicted, this run's stay.
+    env_gcs = {**env, "GCS_DATASETS_BUCKET": datasets.name, "TRAINER_CACHE_MAX_GB": "0.000001"}
     env_gcs.pop("GCS_IMAGES_BUCKET")
-    for uri in (f"gs://{datasets.name}/waste/v3", "waste/v3"):
+    for uri, evicted, downloaded in ((f"gs://{datasets.name}/waste/v3", 24, 24), ("waste/v3", 0, 0)):
         code, report, err = run_trainer(["--dataset", uri, "--base-model", "yolov8n.yaml", *FAST], env_gcs)
         assert code == 0, err
         assert report["selection"]["selected"] == 12
+        assert (report["data"]["cache_evicted"], report["data"]["downloaded"]) == (evicted, downloaded)
     assert {"models/v1/yolov8n_waste.pt", "models/v2/yolov8n_waste.pt"} <= names(models, "models/")
 
 

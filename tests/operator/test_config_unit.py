@@ -28,6 +28,7 @@ def test_defaults_and_overrides():
         ({k: v for k, v in BASE.items() if k != "TRAINER_IMAGE"}, "TRAINER_IMAGE"),
         (BASE | {"STUCK_SECONDS": "soon"}, "STUCK_SECONDS"),
         (BASE | {"RESYNC_SECONDS": "-1"}, "RESYNC_SECONDS"),
+        (BASE | {"TRAINER_CACHE_MAX_GB": "lots"}, "TRAINER_CACHE_MAX_GB"),
     ],
 )
 def test_bad_settings_name_the_variable(env, needle):

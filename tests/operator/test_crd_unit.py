@@ -143,6 +143,10 @@ def test_operator_deployment_is_single_recreate_hardened_and_probed():
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     (config,) = load("operator-config.yaml")
     assert config["data"]["LIVENESS_ENDPOINT"].endswith(":8080/healthz")
+    from waste_operator.config import OperatorConfig
+
+    parsed = OperatorConfig.from_env(config["data"])  # the shipped ConfigMap is valid as it stands
+    assert parsed.cache_claim is None and parsed.cache_max_gb == 50.0
 
 
 def test_kustomization_lists_existing_files():

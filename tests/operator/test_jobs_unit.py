@@ -139,3 +139,25 @@ def test_secret_value_never_in_the_job(config):
     job = build_job(make_run(), config)
     env = job["spec"]["template"]["spec"]["containers"][0]["env"]
     assert all("value" not in e for e in env if e["name"] == "DATABASE_URL")
+
+
+def test_a_cache_claim_gives_the_trainer_a_persistent_bounded_download_cache(config):
+    from dataclasses import replace
+
+    plain = build_job(make_run(), config)["spec"]["template"]["spec"]
+    assert all("persistentVolumeClaim" not in v for v in plain["volumes"])
+    assert "TRAINER_CACHE_DIR" not in {e["name"] for e in plain["containers"][0]["env"]}
+
+    pod = build_job(make_run(), replace(config, cache_claim="trainer-cache", cache_max_gb=20.0))["spec"][
+        "template"
+    ]["spec"]
+    assert {"name": "cache", "persistentVolumeClaim": {"claimName": "trainer-cache"}} in pod["volumes"]
+    container = pod["containers"][0]
+    assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert (env["TRAINER_CACHE_DIR"], env["TRAINER_CACHE_MAX_GB"]) == ("/cache", "20.0")
+    # The trainer reads them as the operator writes them.
+    from trainer.settings import load_settings
+
+    s = load_settings(["--dataset", "gs://b/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
+    assert str(s.cache_dir) == "/cache" and s.cache_max_bytes == 20 * 10**9

@@ -182,3 +182,39 @@ def test_duplicate_names_are_fetched_once(store, tmp_path):
     names = fill(store, 2)
     result = ObjectCache(tmp_path / "cache", store).fetch(names + names)
     assert result.downloaded == 2
+
+
+def test_a_bounded_cache_evicts_the_least_recently_used_never_this_runs_files(store, tmp_path):
+    import os
+    import time
+
+    names = [f"images/0/obj{i}.bin" for i in range(10)]
+    for name in names:
+        store.upload_bytes(b"x" * 1000, name)
+    cache = ObjectCache(tmp_path / "cache", store)
+    old = cache.fetch(names[:6])
+    # Age the first run's files, then use two of them again: they become recent.
+    for i, name in enumerate(names[:6]):
+        os.utime(old.paths[name], (time.time() - 3600 + i, time.time() - 3600 + i))
+    leftover = next(iter(old.paths.values())).with_name(".part-crashed")
+    leftover.write_bytes(b"y" * 500)
+    os.utime(leftover, (time.time() - 2 * 86400,) * 2)
+    in_flight = leftover.with_name(".part-in-flight")
+    in_flight.write_bytes(b"z" * 500)
+    verdict = old.paths[names[2]].with_name(old.paths[names[2]].name + ".ok")  # the dataset step's
+    verdict.write_text(".jpg")
+    orphan = leftover.with_name("gone.123.bad")
+    orphan.write_text("corrupt")
+
+    now = cache.fetch([names[0], names[1], *names[6:]])  # this run: 6 files
+    trimmed = cache.trim(7000, keep=now.paths.values())
+    # 10 files of 1,000 bytes, 7,000 allowed: the three least recently used of the others go.
+    assert (trimmed.removed, trimmed.bytes_removed, trimmed.bytes_kept) == (3, 3000, 7000)
+    assert all(p.is_file() for p in now.paths.values())
+    assert [n for n in names[2:6] if old.paths[n].is_file()] == [names[5]]
+    assert not leftover.exists() and in_flight.exists()  # another Job's download in progress is left alone
+    assert not verdict.exists() and not orphan.exists()  # verdicts go with their files
+
+    # Over the bound with nothing but this run's files: they all stay (the run needs them).
+    assert cache.trim(1000, keep=now.paths.values()).removed == 1
+    assert all(p.is_file() for p in now.paths.values())

@@ -168,3 +168,14 @@ def test_python_m_trainer_input_errors_exit_2_with_one_error_line(args, env):
     assert lines[0].startswith("error:")
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "secret" not in proc.stderr
+
+
+def test_a_bounded_cache_size_is_read_in_gigabytes_and_checked():
+    assert load_settings(["--dataset", DATASET], {}).cache_max_bytes == 0
+    assert (
+        load_settings(["--dataset", DATASET], {"TRAINER_CACHE_MAX_GB": "1.5"}).cache_max_bytes
+        == 1_500_000_000
+    )
+    for bad in ("big", "-1"):
+        with pytest.raises(ConfigError, match="TRAINER_CACHE_MAX_GB"):
+            load_settings(["--dataset", DATASET], {"TRAINER_CACHE_MAX_GB": bad})
