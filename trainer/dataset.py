@@ -6,7 +6,6 @@ import hashlib
 import os
 import re
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from trainer import CLASS_NAMES
+from trainer.files import write_text_atomic
 from trainer.labels import BadSample, check_image, parse_label_file
 from trainer.selection import Record
 
@@ -54,17 +54,10 @@ def _image_verdict(path: Path) -> str:
     try:
         suffix = check_image(path.read_bytes())
     except BadSample as exc:
-        _write_whole(bad, f"{exc.reason}\n{exc.detail}")
+        write_text_atomic(bad, f"{exc.reason}\n{exc.detail}")  # whole: Jobs may share the cache
         raise
-    _write_whole(ok, suffix)
+    write_text_atomic(ok, suffix)
     return suffix
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """Another Job sharing a persistent cache reads a verdict whole or not at all."""
-    tmp = path.with_name(f".part-{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _place(src: Path, dest: Path) -> None:

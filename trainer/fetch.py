@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.blobstore import BlobInfo, BlobStore, NotFound, check_object_name
+from trainer.files import PART_PREFIX
 
 log = logging.getLogger(__name__)
 LIST_PREFIX_LIMIT = 64  # beyond this many folders, per-object lookups are cheaper than listings
@@ -32,9 +33,11 @@ class FetchResult:
 
 
 class ObjectCache:
-    def __init__(self, root: Path, store: BlobStore):
+    def __init__(self, root: Path, store: BlobStore, *, track_use: bool = False):
+        """track_use: mark each cache hit as used now, for trim (only a size-bounded cache needs it)."""
         self.root = Path(root)
         self.store = store
+        self.track_use = track_use
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, info: BlobInfo) -> Path:
@@ -77,7 +80,8 @@ class ObjectCache:
                 continue
             path = self.path_for(info)
             if path.is_file() and path.stat().st_size == info.size:
-                os.utime(path)  # recently used: the last a size-bounded cache evicts
+                if self.track_use:
+                    os.utime(path)  # recently used: the last trim evicts
                 result.paths[name] = path
                 result.cached += 1
             else:
@@ -91,7 +95,7 @@ class ObjectCache:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 made.add(dest.parent)
             # A unique name that the download creates itself: one file creation per object, not two.
-            tmp = str(dest.with_name(f".part-{uuid.uuid4().hex}"))
+            tmp = str(dest.with_name(f"{PART_PREFIX}{uuid.uuid4().hex}"))
             try:
                 try:
                     # Retrying transient failures (429, 5xx, resets, truncation) is the store's job.
@@ -135,7 +139,7 @@ class ObjectCache:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if entry.name.startswith(".part-"):
+                if entry.name.startswith(PART_PREFIX):
                     if now - st.st_mtime > 86400:
                         _unlink(Path(entry.path))
                     continue
@@ -147,9 +151,7 @@ class ObjectCache:
         for side in sidecars:
             if side.with_suffix("") not in files:
                 _unlink(side)  # its file is gone
-        for path, (_, size) in sorted(
-            ((p, v) for p, v in files.items() if p not in kept), key=lambda item: item[1][0]
-        ):
+        for _, size, path in sorted((mtime, size, p) for p, (mtime, size) in files.items() if p not in kept):
             if total <= max_bytes:
                 break
             if _unlink(path):

@@ -185,7 +185,7 @@ class Job:
         s, r = self.s, self.report
         self.reporter.progress("Downloading", force=True)
         with r.step("download") as f:
-            cache = ObjectCache(s.cache_dir / "objects", source)
+            cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
             names = [x.image_object for x in records] + [x.label_object for x in records if x.label_object]
             fetched = cache.fetch(names, concurrency=s.download_concurrency)
             evicted = 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.db import redact
+from trainer.files import write_text_atomic
 
 log = logging.getLogger("trainer")
 TERMINATION_LIMIT = 4096
@@ -117,7 +117,7 @@ class RunReport:
         full = json.dumps(self.as_dict(), default=str, sort_keys=True)
         print(full, flush=True)
         if report_path:
-            _atomic_write(report_path, full)
+            write_text_atomic(report_path, full)
         if termination_log:
             compact = json.dumps(self.compact(), default=str, separators=(",", ":"))
             if len(compact.encode()) > TERMINATION_LIMIT:
@@ -133,10 +133,3 @@ class RunReport:
                 termination_log.write_text(compact)
             except OSError as exc:
                 log.warning(logfmt(event="termination_log_unwritable", path=termination_log, error=exc))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

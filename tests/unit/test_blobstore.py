@@ -191,7 +191,7 @@ def test_a_bounded_cache_evicts_the_least_recently_used_never_this_runs_files(st
     names = [f"images/0/obj{i}.bin" for i in range(10)]
     for name in names:
         store.upload_bytes(b"x" * 1000, name)
-    cache = ObjectCache(tmp_path / "cache", store)
+    cache = ObjectCache(tmp_path / "cache", store, track_use=True)
     old = cache.fetch(names[:6])
     # Age the first run's files, then use two of them again: they become recent.
     for i, name in enumerate(names[:6]):
