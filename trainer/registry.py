@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from trainer.db import Database, as_datetime, utcnow
+from trainer.feedback import LATEST_SQL, VERSIONS_SQL, deployed_cutoff
 
 VERSION_LOCK = 727275  # serialises version numbering and promotions across concurrent runs
 
@@ -70,26 +71,9 @@ class Registry:
         )
 
     def last_cutoff(self) -> datetime | None:
-        """The newest feedback the deployed model has learned from: the data cutoff along the lineage of
-        latest (that version and the bases it was fine-tuned from). The next incremental run starts after
-        it and fine-tunes latest, so feedback trained into a version the gate refused is trained again
-        rather than lost; None (train on everything) until a version trained on inferences is deployed."""
-        latest = self.latest()
-        if latest is None:
-            return None
-        rows = self.db.fetch(
-            "SELECT number, base_version, data_cutoff FROM model_versions WHERE state = 'registered'"
-        )
-        versions = {r["number"]: r for r in rows}
-        cutoffs: list[datetime] = []
-        number: int | None = latest
-        seen: set[int] = set()
-        while number is not None and number in versions and number not in seen:
-            seen.add(number)
-            if versions[number]["data_cutoff"] is not None:
-                cutoffs.append(as_datetime(versions[number]["data_cutoff"]))
-            number = versions[number]["base_version"]
-        return max(cutoffs) if cutoffs else None
+        """The deployed model's data cutoff (trainer.feedback.deployed_cutoff, the rule the operator's
+        TrainingSchedule counts new samples with)."""
+        return deployed_cutoff(self.latest(), self.db.fetch(VERSIONS_SQL))
 
     def replay_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs trained on (train split only), with their classes."""
@@ -193,7 +177,7 @@ class Registry:
         self.db.execute("UPDATE training_runs SET report = $2 WHERE id = $1", run_id, json.dumps(report))
 
     def latest(self) -> int | None:
-        rows = self.db.fetch("SELECT version FROM latest_model WHERE id = 1")
+        rows = self.db.fetch(LATEST_SQL)
         return rows[0]["version"] if rows else None
 
     def promote(
