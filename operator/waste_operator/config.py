@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class ConfigError(ValueError):
@@ -32,6 +32,11 @@ class OperatorConfig:
     # A PersistentVolumeClaim (in the run's namespace) for the trainer's download cache; None: per-Job scratch.
     cache_claim: str | None = None
     cache_max_gb: float = 50.0
+    # TrainingSchedules: the Inference API's database (read-only, to count new samples; from the Secret that
+    # the Deployment mounts as DATABASE_URL; None: schedules with minNewSamples > 0 say so in their status),
+    # and how often every schedule is looked at (a tick fires at most this late).
+    database_url: str | None = field(default=None, repr=False)
+    schedule_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -73,4 +78,6 @@ class OperatorConfig:
             liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
             cache_claim=env.get("TRAINER_CACHE_CLAIM", "").strip() or None,
             cache_max_gb=number("TRAINER_CACHE_MAX_GB", cls.cache_max_gb),
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            schedule_seconds=number("SCHEDULE_RESYNC_SECONDS", cls.schedule_seconds),
         )

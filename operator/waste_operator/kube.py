@@ -13,6 +13,8 @@ from kubernetes.client.exceptions import ApiException
 
 from . import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
+SCHEDULE_PLURAL = "trainingschedules"
+
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 TIMEOUT = 30
@@ -172,4 +174,74 @@ class Kube:
             _content_type=STRATEGIC_MERGE_PATCH,
             _request_timeout=TIMEOUT,
             _preload_content=False,
+        )
+
+    # TrainingSchedules and the TrainingRuns they create ----------------------------------------------
+    def list_runs_labelled(self, namespace: str, selector: str) -> list[dict]:
+        runs = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector, _request_timeout=TIMEOUT
+        )
+        return runs.get("items") or []
+
+    def create_run(self, run: dict) -> tuple[dict | None, bool]:
+        """Creates the TrainingRun, or returns the one of that name already there: (run, created)."""
+        namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, run, _request_timeout=TIMEOUT
+            )
+            return created, True
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        return self.get_run(namespace, name), False
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        try:
+            # Background: the garbage collector then removes the run's Job and Pods.
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                propagation_policy="Background",
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as error:
+            if not _missing(error):
+                raise
+
+    def get_schedule(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, name, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def list_schedules(self, namespace: str) -> list[dict]:
+        """Every TrainingSchedule of the namespace; none when the CRD is not installed."""
+        try:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if _missing(error):
+                return []
+            raise
+        return found.get("items") or []
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            SCHEDULE_PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT,
         )

@@ -50,7 +50,7 @@ class SampleCount:
     new: int | None = None
     cutoff: datetime | None = None
     limit: int = 0
-    problem: str | None = None  # DatabaseUnavailable, DatabaseNotConfigured
+    problem: str | None = None  # DatabaseUnavailable, DatabaseError, DatabaseNotConfigured
     detail: str = ""
 
 
@@ -229,6 +229,16 @@ def decide(schedule: dict, runs: list[dict], now: datetime, count: SampleCount |
     if outcome is None and not old.get("reason"):
         outcome = ("Waiting", f"the first tick is at {status['nextScheduleTime']}")
     return _finish(decision, old, generation, now, problem, outcome)
+
+
+def tick_due(schedule: dict, now: datetime) -> bool:
+    """Whether a pass at `now` handles a tick (its count should then be fresh, not a recent one reused)."""
+    spec = schedule.get("spec") or {}
+    try:
+        tick = parse(spec.get("schedule", ""), spec.get("timeZone")).latest_at_or_before(now)
+    except CronError:
+        return False
+    return tick is not None and tick > _anchor(schedule, now)
 
 
 def _anchor(schedule: dict, now: datetime) -> datetime:
