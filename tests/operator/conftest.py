@@ -43,6 +43,20 @@ def trainingrun_crd(control_plane):
     return "trainingruns.training.wastedetection.io"
 
 
+@pytest.fixture(scope="session")
+def trainingschedule_crd(control_plane, trainingrun_crd):
+    from tests.operator.harness import ROOT
+
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "trainingschedule.yaml"))
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/trainingschedules.training.wastedetection.io",
+        "--timeout=30s",
+    )
+    return "trainingschedules.training.wastedetection.io"
+
+
 @pytest.fixture
 def run_namespace(control_plane, namespace, trainingrun_crd):
     """A fresh namespace with the operator's and trainer's RBAC from manifests/ and the database Secret."""

@@ -16,24 +16,13 @@ from waste_operator.schedule import SCHEDULE_LABEL, run_name
 from tests.controlplane.util import wait_for
 from tests.fixtures.inference_api import create_inference_table, execute_many
 from tests.fixtures.services import start_postgres
-from tests.operator.harness import ROOT, OperatorProcess, phase_is, wait_run
+from tests.operator.harness import OperatorProcess, phase_is, wait_run
 
 pytestmark = pytest.mark.controlplane
 SCHEDULES = "trainingschedules"
 CRON = "0 3 * * *"
 # The deployed model (v1) learned from feedback up to this instant.
 CUTOFF = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="session")
-def trainingschedule_crd(control_plane, trainingrun_crd):
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "trainingschedule.yaml"))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/trainingschedules.training.wastedetection.io",
-        "--timeout=30s",
-    )
 
 
 class FakeClock:
