@@ -16,7 +16,7 @@ from waste_operator.schedule import SCHEDULE_LABEL, run_name
 from tests.controlplane.util import wait_for
 from tests.fixtures.inference_api import create_inference_table, execute_many
 from tests.fixtures.services import start_postgres
-from tests.operator.harness import OperatorProcess, phase_is, wait_run
+from tests.operator.harness import ROOT, OperatorProcess, phase_is, wait_run
 
 pytestmark = pytest.mark.controlplane
 SCHEDULES = "trainingschedules"
@@ -362,3 +362,13 @@ def test_kubectl_get_ts_shows_the_columns(control_plane, run_namespace, training
     create_schedule(api, run_namespace, "cols", {"minNewSamples": 0})
     header = get_ts(control_plane, run_namespace).splitlines()[0].split()
     assert header == ["NAME", "SCHEDULE", "SUSPENDED", "PENDING", "LAST", "RUN", "NEXT", "AGE"]
+
+
+def test_the_example_schedule_is_valid(control_plane, trainingschedule_crd):
+    manifests = ROOT / "manifests"
+    control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(manifests / "namespace.yaml")
+    )
+    control_plane.kubectl(
+        "apply", "--dry-run=server", "-f", str(manifests / "examples" / "trainingschedule.yaml")
+    )
