@@ -34,3 +34,13 @@ def test_defaults_and_overrides():
 def test_bad_settings_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
         OperatorConfig.from_env(env)
+
+
+def test_the_schedules_database_url_is_read_but_never_shown():
+    url = "postgresql://reader:s3cret@db:5432/waste"
+    cfg = OperatorConfig.from_env(BASE | {"DATABASE_URL": url, "SCHEDULE_RESYNC_SECONDS": "2"})
+    assert cfg.database_url == url and cfg.schedule_seconds == 2.0
+    assert "s3cret" not in repr(cfg)
+    assert OperatorConfig.from_env(BASE).database_url is None
+    with pytest.raises(ConfigError, match="SCHEDULE_RESYNC_SECONDS"):
+        OperatorConfig.from_env(BASE | {"SCHEDULE_RESYNC_SECONDS": "0"})
