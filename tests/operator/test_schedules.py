@@ -3,8 +3,10 @@ as its schedules' now) drives ticks in seconds; the stand-in trainer finishes th
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -265,6 +267,16 @@ def test_an_operator_crash_between_creating_a_run_and_recording_it_creates_exact
         )
         clock.set(tick + timedelta(minutes=30))  # later passes, same tick: still one run
         wait_run(api.custom, ns, run_name("crashy", tick), phase_is("Succeeded"), 60)
+        # Applying the same schedule again (as ArgoCD does on every sync) changes nothing either.
+        same = get_schedule(api, ns, "crashy")
+        manifest = {k: same[k] for k in ("apiVersion", "kind", "spec")} | {
+            "metadata": {"name": "crashy", "namespace": ns}
+        }
+        control_plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(manifest)
+        )
+        assert get_schedule(api, ns, "crashy")["metadata"]["generation"] == same["metadata"]["generation"]
+        time.sleep(2)  # several schedule passes
         assert [r["metadata"]["name"] for r in runs_of(api, ns, "crashy")] == [run_name("crashy", tick)]
     finally:
         healthy.stop()
