@@ -182,6 +182,9 @@ def test_new_feedback_between_ticks_makes_the_next_tick_fire(
             and owner["uid"] == get_schedule(api, ns, "nightly")["metadata"]["uid"]
         )
         assert "app.kubernetes.io/instance" not in run["metadata"]["labels"]
+        # No kopf timer, no finalizer: a schedule and its runs stay deletable while the operator is down.
+        assert not get_schedule(api, ns, "nightly")["metadata"].get("finalizers")
+        assert not run["metadata"].get("finalizers")
         wait_run(api.custom, ns, name, phase_is("Succeeded"), 60)
         wait_schedule(api, ns, "nightly", lambda s: (s.get("lastRun") or {}).get("phase") == "Succeeded")
         assert len(events_of(api, ns, "nightly", "NotEnoughSamples")) == 1
