@@ -118,9 +118,9 @@ def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.scheduler.counter.close()
 
 
-def _schedule(memo: kopf.Memo, namespace: str, name: str, schedule: dict | None = None) -> None:
+def _schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
     try:
-        memo.scheduler.reconcile(namespace, name, schedule)
+        memo.scheduler.reconcile(namespace, name)
     except Exception as error:  # the API may be busy: try again soon (the schedule clock also retries)
         raise kopf.TemporaryError(f"schedule pass failed: {error}", delay=5) from error
 

@@ -67,13 +67,15 @@ class Scheduler:
         for namespace in self.namespaces:
             for schedule in self.kube.list_schedules(namespace):
                 try:
-                    self.reconcile(namespace, schedule["metadata"]["name"], schedule)
+                    # Read again under the schedule's lock, not the listed copy: a pass triggered by an event
+                    # may have written the status since the list, and a stale status repeats its Event.
+                    self.reconcile(namespace, schedule["metadata"]["name"])
                 except Exception:  # one broken schedule must not starve the others
                     log.exception("[%s/%s] schedule pass failed", namespace, schedule["metadata"]["name"])
 
-    def reconcile(self, namespace: str, name: str, schedule: dict | None = None) -> None:
+    def reconcile(self, namespace: str, name: str) -> None:
         with self._lock(namespace, name):
-            schedule = self.kube.get_schedule(namespace, name) if schedule is None else schedule
+            schedule = self.kube.get_schedule(namespace, name)
             if schedule is None or schedule["metadata"].get("deletionTimestamp"):
                 return
             self._pass(schedule)

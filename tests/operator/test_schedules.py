@@ -190,6 +190,8 @@ def test_new_feedback_between_ticks_makes_the_next_tick_fire(
         assert len(events_of(api, ns, "nightly", "NotEnoughSamples")) == 1
         assert len(events_of(api, ns, "nightly", "Scheduled")) == 1
         print("--- kubectl get ts ---\n" + get_ts(control_plane, ns))
+        print(control_plane.kubectl("get", "ts", "-o", "wide", "-n", ns).stdout)
+        print(control_plane.kubectl("get", "tr", "-n", ns).stdout)
     finally:
         operator.stop()
         print(operator.tail(40))
