@@ -46,3 +46,16 @@ def test_a_malformed_url_never_echoes_its_text():
         assert result.problem is not None and "s3cret" not in result.detail
     finally:
         counter.close()
+
+
+def test_the_operator_imports_the_shared_rule_without_the_trainers_heavy_dependencies():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, waste_operator.main, waste_operator.samples, trainer.feedback; "
+        "heavy = [m for m in ('torch', 'ultralytics', 'google.cloud.storage', 'PIL') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
