@@ -64,6 +64,9 @@ def test_each_failure_shows_its_real_reason(control_plane, run_namespace, standi
             message=f"a Warning Event {reason} on {name}",
         )
 
+    # The kubelet alternates ErrImagePull (each attempt) and ImagePullBackOff (between): one reason for both.
+    assert "ErrImagePull" not in {e["reason"] for e in events_of(api, ns, "pull")}
+
     wide = control_plane.kubectl("get", "trainingruns", "-n", ns, "-o", "wide").stdout
     rows = {line.split()[0]: line.split() for line in wide.splitlines()[1:]}
     for name, (_, _, _, reason, _) in RUNS.items():
