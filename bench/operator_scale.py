@@ -2,9 +2,10 @@
 
 Measures, per run, create -> Job created and Job complete -> status Succeeded (p50, p99), and the operator's
 peak RSS (VmHWM). The operator runs as in the cluster (`python -m waste_operator`) with only its
-ServiceAccount's permissions. The Jobs are run by the real Job controller and scheduler and the process
-kubelet; their trainer is bench/standin (writes its result to the termination message and exits), so it
-measures the operator, not training.
+ServiceAccount's permissions. The runs are created suspended (the operator creates their Jobs suspended),
+then resumed together: the real Job controller, scheduler and the process kubelet run the Jobs, whose
+trainer is bench/standin (reports its result to the run's status and exits at once, no Kubernetes client),
+so it measures the operator, not training.
 
     python bench/operator_scale.py [--runs 100]
 
@@ -75,7 +76,8 @@ def main() -> None:
         cp.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
         prepare_namespace(cp, ns)
         NamespaceView(kubelet, ns, cwd=Path(__file__).resolve().parent / "standin")
-        op = OperatorProcess(cp, ns, work, stuck_seconds=900).start()
+        # The production resync period: the tests' 1 s would re-read a hundred unfinished runs every second.
+        op = OperatorProcess(cp, ns, work, stuck_seconds=900, extra_env={"RESYNC_SECONDS": "30"}).start()
 
         created: dict[str, float] = {}
         job_seen: dict[str, float] = {}
@@ -136,7 +138,10 @@ def main() -> None:
         time.sleep(1)
 
         names = [f"run-{i:03d}" for i in range(a.runs)]
+        # Created suspended: the operator creates each Job (suspended, no Pods) while the bursts of creates
+        # arrive, as before; then all are resumed and run.
         spec = {
+            "suspend": True,
             "epochs": 1,
             "resources": {"gpus": 0, "cpu": "100m", "memory": "64Mi"},
             "source": {"fromInferences": {"onlyVerified": True}},
@@ -170,7 +175,19 @@ def main() -> None:
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(create, names))
         create_wall = time.monotonic() - t0
-        # The Job controller, the scheduler and the kubelet run every Job; the operator turns each into Succeeded.
+        deadline = time.monotonic() + 120
+        while len(job_seen) < a.runs and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        # Resume every run: the Job controller, the scheduler and the kubelet run the Jobs; the operator turns
+        # each completed Job into Succeeded.
+        def resume(name: str) -> None:
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, {"spec": {"suspend": False}}
+            )
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(resume, names))
         deadline = time.monotonic() + 240
         while len(succeeded) < a.runs and time.monotonic() < deadline:
             time.sleep(0.2)
