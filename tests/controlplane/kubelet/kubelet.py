@@ -90,6 +90,7 @@ class Kubelet:
         for w in workers:
             if w.handle is not None:
                 w.handle.signal(_signal.SIGTERM)
+            w.wake()
         for w in workers:
             w.join(5)
         self.logs.stop()

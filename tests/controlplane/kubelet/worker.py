@@ -69,6 +69,9 @@ class PodWorker(threading.Thread):
         self.gone.set()
         self._changed.set()
 
+    def wake(self) -> None:
+        self._changed.set()
+
     def running(self) -> bool:
         return self.handle is not None and self.handle.wait(0) is None
 
@@ -149,14 +152,14 @@ class PodWorker(threading.Thread):
             raise _Terminating
 
     def _sleep(self, seconds: float) -> None:
-        """Waits `seconds`, or less when the Pod is deleted meanwhile."""
+        """Waits `seconds`, or less when the Pod is deleted meanwhile (every change of the Pod wakes it)."""
         deadline = time.monotonic() + seconds
         while True:
             self._check()
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._changed.wait(min(left, 0.2))
+            self._changed.wait(left)
             self._changed.clear()
 
     def _failing_pulls(self, image: str) -> None:
@@ -220,11 +223,19 @@ class PodWorker(threading.Thread):
 
     def _wait(self, handle: Container) -> int:
         """The container's exit code (a deletion meanwhile raises _Terminating)."""
+
+        def exited() -> None:
+            handle.wait(None)
+            self._changed.set()
+
+        threading.Thread(target=exited, name=f"{self.name} exit", daemon=True).start()
         while True:
-            code = handle.wait(0.1)
+            code = handle.wait(0)
             if code is not None:
                 return code
             self._check()
+            self._changed.wait(5.0)
+            self._changed.clear()
 
     def _message(self, code: int) -> str:
         c = self.container
