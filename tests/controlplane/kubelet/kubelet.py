@@ -32,7 +32,7 @@ Obj = dict[str, Any]
 Match = str | Callable[[Obj], bool]
 NODE_NAME = "local-node"
 SIMULATE_ANNOTATION = "test.waste-detection.io/simulate"
-SIMULATIONS = ("OOMKilled", "ImagePullBackOff", "Evicted")
+SIMULATIONS = ("OOMKilled", "ImagePullBackOff", "ErrImagePull", "Evicted")
 
 
 class Kubelet:
@@ -101,7 +101,8 @@ class Kubelet:
         self, match: Match, kind: str, times: int | None = None, namespace: str | None = None
     ) -> None:
         """Make matching Pods fail as a node would: "OOMKilled" (the container is OOM-killed shortly after
-        it starts), "ImagePullBackOff" (ErrImagePull, then ImagePullBackOff) or "Evicted" (memory-pressure
+        it starts), "ImagePullBackOff" or "ErrImagePull" (the same: ErrImagePull at each pull attempt,
+        ImagePullBackOff between them) or "Evicted" (memory-pressure
         eviction: Failed, reason Evicted, a DisruptionTarget condition). `match`: a Job name or Pod name,
         optionally "namespace/name", or a predicate on the Pod dict. `times`: only the next N Pods.
         Unschedulable is not simulated: the scheduler says it, for a Pod that asks more than the node has."""

@@ -109,7 +109,7 @@ class PodWorker(threading.Thread):
             self._idle()
         self._write("Pending", st.waiting("ContainerCreating"))
         fault = self.kubelet.fault_for(pod)
-        if fault == "ImagePullBackOff":
+        if fault in ("ImagePullBackOff", "ErrImagePull"):
             self._failing_pulls(c.get("image", ""))
         volumes = self._volumes()
         self.image_id = self.kubelet.runtime.image_id(c.get("image", ""))
