@@ -138,7 +138,10 @@ def pod_problem(pods: list[dict]) -> tuple[str, str, datetime | None] | None:
         waiting = _trainer_state(pod).get("waiting") or {}
         if waiting.get("reason") in STUCK_WAITING:
             since = parse_time(status.get("startTime") or pod["metadata"].get("creationTimestamp"))
-            return waiting["reason"], _one_line(waiting.get("message") or waiting["reason"]), since
+            # The kubelet says ErrImagePull at each pull attempt and ImagePullBackOff between them: one
+            # reason for both, or the run's reason (and its Events) would flap with every attempt.
+            reason = "ImagePullBackOff" if waiting["reason"] == "ErrImagePull" else waiting["reason"]
+            return reason, _one_line(waiting.get("message") or waiting["reason"]), since
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 reason = cond.get("reason") or "Unschedulable"

@@ -28,6 +28,8 @@ def test_kustomization_applies_and_the_example_run_is_valid(control_plane, train
 
     example = ROOT / "manifests" / "examples" / "trainingrun.yaml"
     control_plane.kubectl("apply", "--dry-run=server", "-f", str(example))
+    # The kubelet would run this operator with the default settings for the rest of the session.
+    control_plane.kubectl("delete", "deployment", "waste-operator", "-n", "waste-detection", "--wait=false")
 
 
 def test_trainer_and_operator_pods_meet_the_restricted_pod_security_standard(control_plane, trainingrun_crd):
@@ -35,9 +37,12 @@ def test_trainer_and_operator_pods_meet_the_restricted_pod_security_standard(con
     from waste_operator.config import OperatorConfig
     from waste_operator.jobs import build_job
 
-    control_plane.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "manifests" / "namespace.yaml")
-    )
+    # The namespace and the ServiceAccounts: the ServiceAccount admission plugin refuses a Pod whose
+    # ServiceAccount does not exist, dry run or not.
+    for name in ("namespace.yaml", "operator-rbac.yaml", "trainer-rbac.yaml"):
+        control_plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "manifests" / name)
+        )
     run = {"metadata": {"name": "psa", "namespace": "waste-detection", "uid": "u-1"}, "spec": {}}
     config = OperatorConfig(trainer_image="t:1", models_bucket="m", images_bucket="i", datasets_bucket="d")
     job = build_job(run, config)

@@ -1,7 +1,7 @@
 """A scripted stand-in for `python -m trainer` that follows docs/CONTRACTS.md, for the operator's tests.
 
-The job runner starts it with cwd=tests/operator/standin, so `python -m trainer` finds this package instead
-of the real trainer. It accepts exactly the contract's flags, reports progress and its result to its
+The process kubelet runs it with cwd=tests/operator/standin (`standin_runner`), so `python -m trainer` finds
+this package instead of the real trainer. It accepts exactly the contract's flags, reports progress and its result to its
 TrainingRun's status with the trainer ServiceAccount's kubeconfig ($KUBECONFIG), writes the compact result to
 $TRAINER_TERMINATION_LOG and exits with the contract's exit codes. What it does comes from the run's
 annotation `test.waste-detection.io/standin`, a JSON object:
