@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from trainer.errors import ConfigError
 PROMOTION_MODES = ("gate", "force", "skip")
 # Ultralytics' optimizers; "auto" lets Ultralytics choose one and its learning rate from the run's length.
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp")
+# A Kubernetes uid (a UUID); it names the run's checkpoint folder, so nothing else is let through.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,22 @@ class Settings:
     termination_log: Path | None = None
     run_name: str | None = None
     run_namespace: str | None = None
+    run_uid: str | None = None
     download_concurrency: int = 16
     cache_max_bytes: int = 0  # 0: unbounded (a per-Job scratch volume); else least recently used evicted
 
     @property
     def run_key(self) -> str | None:
-        """The Kubernetes identity of this run, stable across the Job's retries."""
+        """The identity of this run in the registry and the models bucket: its TrainingRun's uid.
+
+        The same for every retry of the run's Job (which resumes), and new for a TrainingRun deleted and
+        created again under the same name (which starts afresh). None outside Kubernetes.
+        """
+        return self.run_uid
+
+    @property
+    def run_label(self) -> str | None:
+        """namespace/name of the TrainingRun, for people (logs, the registry's run row, promotions)."""
         if self.run_name:
             return f"{self.run_namespace or 'default'}/{self.run_name}"
         return None
@@ -248,6 +261,18 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
             raise ConfigError("GCS_MODELS_BUCKET is not set, but other GCS_*_BUCKET variables are")
         if a.from_inferences and not images_bucket:
             raise ConfigError("--from-inferences with GCS needs GCS_IMAGES_BUCKET (where the images are)")
+
+    run_name = env.get("TRAININGRUN_NAME") or None
+    run_uid = (env.get("TRAININGRUN_UID") or "").strip() or None
+    if run_name and not run_uid:
+        # Keyed by name, a run deleted and created again would resume or repeat the old one's work.
+        raise ConfigError(
+            "TRAININGRUN_NAME is set but TRAININGRUN_UID is not: the operator sets both (an older operator "
+            "with a newer trainer image?); a run is identified by its TrainingRun's uid"
+        )
+    if run_uid and not _UID.fullmatch(run_uid):
+        raise ConfigError(f"TRAININGRUN_UID={run_uid[:80]!r} is not a Kubernetes uid")
+
     dataset = a.dataset
     if dataset and not dataset.startswith("gs://") and not Path(dataset).is_dir():
         # Not a local folder: a dataset name (or prefix) in the datasets bucket.
@@ -292,8 +317,9 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         cache_dir=Path(env.get("TRAINER_CACHE_DIR") or work_dir / "cache"),
         report_path=Path(env["TRAINER_REPORT_PATH"]) if env.get("TRAINER_REPORT_PATH") else None,
         termination_log=Path(env["TRAINER_TERMINATION_LOG"]) if env.get("TRAINER_TERMINATION_LOG") else None,
-        run_name=env.get("TRAININGRUN_NAME") or None,
+        run_name=run_name,
         run_namespace=env.get("TRAININGRUN_NAMESPACE") or None,
+        run_uid=run_uid,
         download_concurrency=int(env.get("TRAINER_DOWNLOAD_CONCURRENCY") or 16),
         cache_max_bytes=_cache_max_bytes(env.get("TRAINER_CACHE_MAX_GB", "")),
     )

@@ -128,6 +128,9 @@ def trainer_env(run: dict, config: OperatorConfig) -> list[dict]:
         {"name": "GCS_DATASETS_BUCKET", "value": config.datasets_bucket},
         {"name": "TRAININGRUN_NAME", "value": meta["name"]},
         {"name": "TRAININGRUN_NAMESPACE", "value": meta["namespace"]},
+        # The run's identity: its registry row, checkpoints and status patches key on the uid, so a run
+        # created again under the same name never resumes or repeats the old one.
+        {"name": "TRAININGRUN_UID", "value": meta["uid"]},
         {"name": "TRAINER_REPORT_PATH", "value": REPORT_PATH},
         {"name": "TRAINER_TERMINATION_LOG", "value": TERMINATION_LOG},
     ]

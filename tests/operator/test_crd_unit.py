@@ -114,7 +114,12 @@ def test_rbac_is_least_privilege():
             assert "secrets" not in rule["resources"] and "pods/exec" not in rule["resources"]
     trainer = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "waste-trainer")
     assert trainer["rules"] == [
-        {"apiGroups": ["training.wastedetection.io"], "resources": ["trainingruns"], "verbs": ["get"]},
+        # list: a starting trainer ends the registry rows of its namespace's deleted or failed runs
+        {
+            "apiGroups": ["training.wastedetection.io"],
+            "resources": ["trainingruns"],
+            "verbs": ["get", "list"],
+        },
         {
             "apiGroups": ["training.wastedetection.io"],
             "resources": ["trainingruns/status"],

@@ -113,10 +113,12 @@ def test_job_spec_env_security_and_owner(config):
         "secretKeyRef": {"name": "waste-detection-db", "key": "database-url"}
     }
     assert {
-        k: env[k]["value"] for k in ("GCS_MODELS_BUCKET", "TRAININGRUN_NAME", "TRAINER_TERMINATION_LOG")
+        k: env[k]["value"]
+        for k in ("GCS_MODELS_BUCKET", "TRAININGRUN_NAME", "TRAININGRUN_UID", "TRAINER_TERMINATION_LOG")
     } == {
         "GCS_MODELS_BUCKET": "wd-models",
         "TRAININGRUN_NAME": "nightly",
+        "TRAININGRUN_UID": run["metadata"]["uid"],  # the run's identity for the trainer
         "TRAINER_TERMINATION_LOG": "/dev/termination-log",
     }
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -63,9 +63,13 @@ class Status:
         self.api = client.CustomObjectsApi()
         self.namespace = os.environ["TRAININGRUN_NAMESPACE"]
         self.name = os.environ["TRAININGRUN_NAME"]
+        self.uid = os.environ["TRAININGRUN_UID"]  # the contract: the operator passes the run's uid
 
     def run(self) -> dict:
-        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        run = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        if run["metadata"]["uid"] != self.uid:
+            raise SystemExit(f"stand-in trainer: TRAININGRUN_UID {self.uid} is not the uid of {self.name}")
+        return run
 
     def patch(self, status: dict) -> None:
         self.api.patch_namespaced_custom_object_status(
