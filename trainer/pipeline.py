@@ -10,8 +10,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainer import chart, sweep
-from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, parse_gs_uri
+from trainer import basemodel, chart, sweep
+from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, NotFound, parse_gs_uri
 from trainer.dataset import DatasetResult, write_dataset
 from trainer.db import Database, connect, migrate
 from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
@@ -281,22 +281,33 @@ class Job:
                 f.update(base=self.models.uri(LATEST_MODEL), version=version_name(latest) if latest else None)
                 return path, latest
             text = s.base_model
-            if text.endswith((".yaml", ".yml")):
+            if basemodel.is_architecture(text):
                 f.update(base=text)
                 return Path(text), None
             if text.startswith("gs://"):
                 bucket, name = parse_gs_uri(text)
                 path = base_dir / Path(name).name
-                GCSBlobStore(bucket).download(name, path)
+                try:
+                    GCSBlobStore(bucket).download(name, path)
+                except NotFound:
+                    raise ModelUnavailableError(
+                        f"base model {text} does not exist (spec.baseModel / --base-model): upload your "
+                        "weights there, or name another object"
+                    ) from None
+                f.update(base=text)
                 return path, None
-            for candidate in (Path(text), s.local_dir / "weights" / text, Path("weights") / text):
+            for candidate in basemodel.weight_candidates(text, s.weights_dir, s.local_dir):
                 if candidate.is_file():
                     f.update(base=str(candidate.absolute()))
                     return candidate.absolute(), None
             raise ModelUnavailableError(
-                f"base model {text!r} is not available offline and models/latest/ is empty: put the file at "
-                f"{s.local_dir / 'weights' / text} (or pass --base-model /path/to/weights.pt or gs://...), "
-                "or pass --base-model yolov8n.yaml to train from scratch"
+                basemodel.missing_message(
+                    text,
+                    s.weights_dir,
+                    s.local_dir,
+                    self.models.uri(LATEST_MODEL),
+                    in_cluster=bool(s.run_key),
+                )
             )
 
     def _train(self, base: Path):

@@ -52,6 +52,7 @@ class Settings:
     images_bucket: str | None = None
     datasets_bucket: str | None = None
     local_dir: Path = Path(".wd-local")
+    weights_dir: Path | None = None  # pretrained weights baked into the trainer image (TRAINER_WEIGHTS_DIR)
     work_dir: Path = Path("/tmp/wd-trainer")
     cache_dir: Path = Path("/tmp/wd-trainer/cache")
     report_path: Path | None = None
@@ -116,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base-model",
         default="yolov8n.pt",
-        help="weights to start from when models/latest/ is empty: a .pt path, gs:// URI, or a .yaml "
-        "architecture to train from scratch (default yolov8n.pt)",
+        help="weights to start from when models/latest/ is empty: a file name looked up in "
+        "$TRAINER_WEIGHTS_DIR then $TRAINER_LOCAL_DIR/weights/, a .pt path, a gs://bucket/path.pt URI, or a "
+        ".yaml architecture to train from scratch (default yolov8n.pt)",
     )
     p.add_argument("--from-inferences", action="store_true", help="train on Inference API records")
     p.add_argument("--only-verified", action="store_true", help="keep only verified or corrected records")
@@ -273,6 +275,12 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if run_uid and not _UID.fullmatch(run_uid):
         raise ConfigError(f"TRAININGRUN_UID={run_uid[:80]!r} is not a Kubernetes uid")
 
+    if "://" in a.base_model and not a.base_model.startswith("gs://"):
+        raise ConfigError(
+            f"--base-model {a.base_model!r}: the trainer runs offline; name a file, gs://BUCKET/PATH.pt or a .yaml"
+        )
+    if a.base_model.startswith("gs://") and not a.base_model[5:].partition("/")[2].strip("/"):
+        raise ConfigError(f"--base-model {a.base_model!r} names no object: gs://BUCKET/PATH.pt")
     dataset = a.dataset
     if dataset and not dataset.startswith("gs://") and not Path(dataset).is_dir():
         # Not a local folder: a dataset name (or prefix) in the datasets bucket.
@@ -313,6 +321,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         images_bucket=images_bucket,
         datasets_bucket=datasets_bucket,
         local_dir=Path(env.get("TRAINER_LOCAL_DIR") or ".wd-local").absolute(),
+        weights_dir=Path(env["TRAINER_WEIGHTS_DIR"]) if env.get("TRAINER_WEIGHTS_DIR") else None,
         work_dir=work_dir,
         cache_dir=Path(env.get("TRAINER_CACHE_DIR") or work_dir / "cache"),
         report_path=Path(env["TRAINER_REPORT_PATH"]) if env.get("TRAINER_REPORT_PATH") else None,
