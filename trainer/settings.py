@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from trainer.errors import ConfigError
+from trainer.uris import check_base_model, dataset_source
 
 PROMOTION_MODES = ("gate", "force", "skip")
 # Ultralytics' optimizers; "auto" lets Ultralytics choose one and its learning rate from the run's length.
@@ -128,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-split", type=float, default=0.8, help="fraction of samples used for training")
     p.add_argument("--min-detections", type=int, default=1, help="skip records with fewer boxes")
-    p.add_argument("--dataset", metavar="PATH|gs://bucket/prefix|NAME", help="train on a YOLO dataset")
+    p.add_argument(
+        "--dataset",
+        metavar="gs://bucket/prefix|NAME|PATH",
+        help="train on a YOLO dataset: gs://bucket/prefix, a NAME in GCS_DATASETS_BUCKET, or a local folder",
+    )
     p.add_argument(
         "--replay-ratio",
         type=float,
@@ -275,21 +280,10 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if run_uid and not _UID.fullmatch(run_uid):
         raise ConfigError(f"TRAININGRUN_UID={run_uid[:80]!r} is not a Kubernetes uid")
 
-    if "://" in a.base_model and not a.base_model.startswith("gs://"):
-        raise ConfigError(
-            f"--base-model {a.base_model!r}: the trainer runs offline; name a file, gs://BUCKET/PATH.pt or a .yaml"
-        )
-    if a.base_model.startswith("gs://") and not a.base_model[5:].partition("/")[2].strip("/"):
-        raise ConfigError(f"--base-model {a.base_model!r} names no object: gs://BUCKET/PATH.pt")
-    dataset = a.dataset
-    if dataset and not dataset.startswith("gs://") and not Path(dataset).is_dir():
-        # Not a local folder: a dataset name (or prefix) in the datasets bucket.
-        if not datasets_bucket:
-            raise ConfigError(
-                f"--dataset {dataset!r} is not a folder here and not a gs:// URI; set GCS_DATASETS_BUCKET to "
-                "read it from the datasets bucket"
-            )
-        dataset = f"gs://{datasets_bucket}/{dataset.strip('/')}"
+    # In a Job (the operator passes the run's uid) only the CRD's forms count: no local folders or paths.
+    local_allowed = run_uid is None
+    check_base_model(a.base_model, local_allowed)
+    dataset = dataset_source(a.dataset, datasets_bucket, local_allowed) if a.dataset else None
 
     tmp = Path(env.get("TMPDIR") or "/tmp")
     work_dir = Path(env.get("TRAINER_WORK_DIR") or tmp / "wd-trainer")

@@ -32,13 +32,13 @@ def test_dataset_source_and_flags():
     args = trainer_args(
         {
             "epochs": 3,
-            "source": {"dataset": {"uri": "gs://b/ds/v1"}},
+            "source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}},
             "promotion": {"mode": "force"},
             "replayRatio": 0.5,
         }
     )
     assert args[args.index("--epochs") + 1] == "3"
-    assert args[args.index("--dataset") + 1] == "gs://b/ds/v1"
+    assert args[args.index("--dataset") + 1] == "gs://wd-datasets/ds/v1"
     assert "--from-inferences" not in args
     assert args[-2:] == ["--promotion", "force"]
     assert args[args.index("--replay-ratio") + 1] == "0.5"
@@ -62,7 +62,7 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
             "source": {"fromInferences": {"onlyVerified": False, "allTime": True}},
             "promotion": {"mode": "skip"},
         },
-        {"source": {"dataset": {"uri": "gs://b/ds/v1"}}, "device": "0,1", "baseModel": "yolov8n.yaml"},
+        {"source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}}, "device": "0,1", "baseModel": "yolov8n.yaml"},
     ):
         s = load_settings(trainer_args(spec), env)
         assert s.epochs == spec.get("epochs", 50) and s.optimizer == spec.get("optimizer", "auto")
@@ -161,5 +161,5 @@ def test_a_cache_claim_gives_the_trainer_a_persistent_bounded_download_cache(con
     # The trainer reads them as the operator writes them.
     from trainer.settings import load_settings
 
-    s = load_settings(["--dataset", "gs://b/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
+    s = load_settings(["--dataset", "gs://wd-datasets/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
     assert str(s.cache_dir) == "/cache" and s.cache_max_bytes == 20 * 10**9

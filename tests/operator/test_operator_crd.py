@@ -82,3 +82,79 @@ def test_defaults_equal_the_trainers_and_the_spec_is_immutable_except_suspend(co
     )
     listed = control_plane.kubectl("get", "ml", "-n", run_namespace).stdout
     assert "good" in listed
+
+
+# (value, accepted): the table of accepted forms (trainer/uris.py), tried on the API server and the trainer.
+DATASET_URIS = [
+    ("gs://waste-datasets/2025-06", True),
+    ("gs://waste-datasets", True),
+    ("gs://my.bucket.example/a/b/", True),
+    ("2025-06", True),
+    ("city_a/2025.06/", True),
+    ("file:///data/waste", False),
+    ("http://example.com/ds", False),
+    ("s3://bucket/ds", False),
+    ("/data/waste", False),
+    ("../up", False),
+    ("a/../b", False),
+    ("gs://", False),
+    ("gs://UPPER/x", False),
+    ("two words", False),
+]
+BASE_MODELS = [
+    ("yolov8n.pt", True),
+    ("yolov8s.pt", True),
+    ("yolov8n.yaml", True),
+    ("gs://my-weights/runs/best.pt", True),
+    ("https://github.com/ultralytics/assets/yolov8n.pt", False),
+    ("/opt/weights/yolov8n.pt", False),
+    ("v3", False),
+    ("gs://my-weights/", False),
+]
+
+
+def trainer_accepts(argv: list[str]) -> bool:
+    from trainer.errors import ConfigError
+    from trainer.settings import load_settings
+
+    env = {"TRAININGRUN_NAME": "r", "TRAININGRUN_NAMESPACE": "ns", "TRAININGRUN_UID": "u-1",
+           "GCS_MODELS_BUCKET": "m", "GCS_DATASETS_BUCKET": "d"}  # fmt: skip
+    try:
+        load_settings(argv, env)
+    except ConfigError:
+        return False
+    return True
+
+
+def test_the_crd_accepts_exactly_the_dataset_uris_and_base_models_the_trainer_can_use(
+    control_plane, run_namespace
+):
+    def api_accepts(spec: dict) -> bool:
+        result = control_plane.kubectl(
+            "create",
+            "--dry-run=server",
+            "-n",
+            run_namespace,
+            "-f",
+            "-",
+            input=manifest("forms", spec),
+            check=False,
+        )
+        assert result.returncode == 0 or "Invalid value" in result.stderr, result.stderr
+        return result.returncode == 0
+
+    seen = []
+    for uri, accepted in DATASET_URIS:
+        spec = {"source": {"dataset": {"uri": uri}}}
+        seen.append((uri, accepted, api_accepts(spec), trainer_accepts(["--dataset", uri])))
+    for name, accepted in BASE_MODELS:
+        spec = {"baseModel": name}
+        seen.append(
+            (name, accepted, api_accepts(spec), trainer_accepts(["--dataset", "ds", "--base-model", name]))
+        )
+    wrong = [
+        (value, accepted, api, trainer)
+        for value, accepted, api, trainer in seen
+        if not accepted == api == trainer
+    ]
+    assert not wrong, "(value, expected, API server, trainer): " + repr(wrong)
