@@ -67,7 +67,10 @@ class Job:
             raise
         finally:
             t = self.report.training
-            self.reporter.progress("Done", t.get("epochs_completed", 0), t.get("epochs", 0), force=True)
+            if self.report.status == "Succeeded":
+                self.reporter.progress("Done", t.get("epochs_completed", 0), t.get("epochs", 0), force=True)
+            else:
+                self.reporter.stopped()  # PROGRESS shows where it stopped, never "Done"
             self.reporter.result(self.report.compact())
             self.report.write(self.s.report_path, self.s.termination_log)
             if self.db is not None:

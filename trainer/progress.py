@@ -29,6 +29,7 @@ class StatusReporter:
         self._api = None
         self._last = 0.0
         self._stage: str | None = None
+        self._latest: tuple[str, int, int, float | None] | None = None
         self._warned = False
         self._foreign = False  # our run was deleted and another one has its name: never write into it
         if name:
@@ -99,6 +100,7 @@ class StatusReporter:
         force: bool = False,
     ) -> None:
         now = time.monotonic()
+        self._latest = (stage, epoch, epochs, best_map50)
         if not force and stage == self._stage and now - self._last < self.min_interval:
             return
         self._stage, self._last = stage, now
@@ -113,6 +115,12 @@ class StatusReporter:
         if best_map50 is not None:
             progress["bestMAP50"] = round(float(best_map50), 4)
         self._patch({"progress": progress})
+
+    def stopped(self) -> None:
+        """The run failed: the progress stays where it stopped (stage, epoch), written even if the last
+        update was throttled, so the PROGRESS column says how far the run got."""
+        if self._latest is not None:
+            self.progress(*self._latest, force=True)
 
     def result(self, compact: dict[str, Any]) -> None:
         self._patch({"result": compact})

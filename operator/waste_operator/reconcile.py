@@ -20,7 +20,16 @@ from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
 from .rollout import restart_deployment, restart_target, should_restart
-from .status import TERMINAL, Phase, is_unchanged, now_rfc3339, phase_of, set_condition, status_from
+from .status import (
+    TERMINAL,
+    Phase,
+    is_unchanged,
+    map50_column,
+    now_rfc3339,
+    phase_of,
+    set_condition,
+    status_from,
+)
 
 # kopf.event, or a stand-in in tests: (run, type, reason, message).
 EventSink = Callable[[dict, str, str, str], None]
@@ -76,9 +85,9 @@ def _job_pods(ctx: Context, namespace: str, name: str, job: dict) -> list[dict]:
 
 def needs_attention(run: dict) -> bool:
     """Unfinished, or succeeded with the inference API restart still to do."""
-    status = run.get("status") or {}
     if phase_of(run) not in TERMINAL:
         return True
+    status = run.get("status") or {}
     return bool((run.get("spec") or {}).get("restartDeployment")) and not status.get("deploymentRestart")
 
 
@@ -91,6 +100,20 @@ def resync(ctx: Context) -> None:
                     reconcile(ctx, namespace, run["metadata"]["name"])
                 except Exception:  # one broken run must not starve the others
                     log.exception("[%s/%s] resync failed", namespace, run["metadata"]["name"])
+
+
+def refresh_columns(ctx: Context, run: dict) -> None:
+    """Copies the trainer's best mAP50 so far into status.mAP50 (the MAP50 column) while a run trains.
+
+    One merge patch of one field, no read: the trainer's progress patches do not start a reconcile pass.
+    """
+    status = run.get("status") or {}
+    column = map50_column(status)
+    if phase_of(run) in TERMINAL or column is None or column == status.get("mAP50"):
+        return
+    meta = run["metadata"]
+    with ctx.lock(meta["namespace"], meta["name"]):
+        ctx.kube.patch_run_status(meta["namespace"], meta["name"], {"mAP50": column})
 
 
 def reconcile(

@@ -62,9 +62,13 @@ def test_printer_columns():
         "Progress",
         "mAP50",
         "Model",
+        "Promoted",
         "Age",
     ]
     assert columns["Reason"]["priority"] == 1 and columns["Job"]["priority"] == 1
+    # filled while training (the operator copies the trainer's best mAP50), not only at the end
+    assert columns["mAP50"]["jsonPath"] == ".status.mAP50"
+    assert columns["Promoted"] == {"name": "Promoted", "type": "boolean", "jsonPath": ".status.promoted"}
 
 
 def declared(schema: dict, value, path: str) -> list[str]:

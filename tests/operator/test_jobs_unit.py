@@ -62,7 +62,11 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
             "source": {"fromInferences": {"onlyVerified": False, "allTime": True}},
             "promotion": {"mode": "skip"},
         },
-        {"source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}}, "device": "0,1", "baseModel": "yolov8n.yaml"},
+        {
+            "source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}},
+            "device": "0,1",
+            "baseModel": "yolov8n.yaml",
+        },
     ):
         s = load_settings(trainer_args(spec), env)
         assert s.epochs == spec.get("epochs", 50) and s.optimizer == spec.get("optimizer", "auto")

@@ -95,6 +95,11 @@ def test_a_starting_trainer_ends_the_rows_and_checkpoints_of_runs_that_died_with
     left = sorted(b.name.split("/")[1] for b in models.client.list_blobs(models, prefix="checkpoints/"))
     assert left == sorted([uids["alive"], "uid-elsewhere"])
 
+    # the run's own status: where it stopped, not "Done"
+    status = get_run(api, ns, "nightly")["status"]
+    assert status["result"]["reason"] == "EmptySelection"
+    assert (status["progress"]["stage"], status["progress"]["text"]) == ("Selecting", "Selecting")
+
 
 def test_a_trainer_never_writes_into_a_run_created_again_under_its_runs_name(run_namespace, api, trainer_env):
     ns = run_namespace
