@@ -32,6 +32,9 @@ class OperatorConfig:
     # A PersistentVolumeClaim (in the run's namespace) for the trainer's download cache; None: per-Job scratch.
     cache_claim: str | None = None
     cache_max_gb: float = 50.0
+    # A refused inference API restart is tried again after 30 s, doubling up to 10 min, this many times.
+    restart_retry_seconds: float = 30.0
+    restart_attempts: int = 6
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -73,4 +76,6 @@ class OperatorConfig:
             liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
             cache_claim=env.get("TRAINER_CACHE_CLAIM", "").strip() or None,
             cache_max_gb=number("TRAINER_CACHE_MAX_GB", cls.cache_max_gb),
+            restart_retry_seconds=number("RESTART_RETRY_SECONDS", cls.restart_retry_seconds),
+            restart_attempts=int(number("RESTART_ATTEMPTS", cls.restart_attempts)),
         )

@@ -84,6 +84,9 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
+one_line = _one_line
+
+
 def _condition_true(job: dict, kind: str) -> dict | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":

@@ -105,7 +105,8 @@ def test_every_status_field_written_is_declared():
     written = status_from(job([cond("Complete")], active=0, succeeded=1), [done], run, now, 900)
     written["progress"] = {"epoch": 1, "epochs": 2, "bestMAP50": 0.1, "stage": "Training", "text": "1/2"}
     written["progress"]["updatedAt"] = "2025-06-01T00:00:00Z"
-    written["deploymentRestart"] = {"namespace": "n", "name": "a", "restartedAt": "x", "error": "", "at": "y"}
+    written["deploymentRestart"] = {"namespace": "n", "name": "a", "restartedAt": "x", "error": "", "at": "y",
+                                    "attempts": 2, "nextAttemptAt": "z", "gaveUp": False}  # fmt: skip
     assert declared(STATUS, written, "status") == []
 
 
