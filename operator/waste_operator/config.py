@@ -35,6 +35,8 @@ class OperatorConfig:
     # A refused inference API restart is tried again after 30 s, doubling up to 10 min, this many times.
     restart_retry_seconds: float = 30.0
     restart_attempts: int = 6
+    # spec.image must be trainer_image or start with one of these (the Job hands it the database Secret).
+    image_prefixes: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -78,4 +80,12 @@ class OperatorConfig:
             cache_max_gb=number("TRAINER_CACHE_MAX_GB", cls.cache_max_gb),
             restart_retry_seconds=number("RESTART_RETRY_SECONDS", cls.restart_retry_seconds),
             restart_attempts=int(number("RESTART_ATTEMPTS", cls.restart_attempts)),
+            image_prefixes=tuple(
+                p.strip() for p in env.get("TRAINER_IMAGE_PREFIXES", "").split(",") if p.strip()
+            ),
         )
+
+
+def image_allowed(image: str | None, config: OperatorConfig) -> bool:
+    """spec.image is left out, is the configured trainer image, or starts with an allowed prefix."""
+    return not image or image == config.trainer_image or image.startswith(config.image_prefixes)

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from . import RUN_LABEL
-from .config import OperatorConfig
+from .config import OperatorConfig, image_allowed
 from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
@@ -152,6 +152,13 @@ def _reconcile(
         return
 
     created = False
+    image = (run.get("spec") or {}).get("image")
+    if not status.get("jobName") and not image_allowed(image, ctx.config):
+        # The admission policy refuses this already; the check here holds where it is not installed.
+        allowed = " or ".join((ctx.config.trainer_image, *(f"{p}*" for p in ctx.config.image_prefixes)))
+        message = f"spec.image {image} is not an allowed trainer image ({allowed}; TRAINER_IMAGE_PREFIXES)"
+        _write(ctx, run, _failed(run, "ImageNotAllowed", message, ctx.clock()), rlog)
+        return
     if not status.get("jobName"):
         # Never recorded (status.jobName is written right after creation): create it now, or find the one
         # an earlier pass created before it could record it (409). A Job that existed and is gone is not
@@ -197,16 +204,23 @@ def as_datetime(text: str | None) -> datetime | None:
 
 def _conflict(run: dict, job: dict, now: datetime) -> dict:
     message = f"Job {job['metadata']['name']} exists and is not owned by this TrainingRun"
+    return _failed(run, "JobConflict", message, now)
+
+
+def _failed(run: dict, reason: str, message: str, now: datetime) -> dict:
+    """A run failed before any Job ran for it."""
+    generation = run["metadata"].get("generation", 1)
     conditions = set_condition(
-        (run.get("status") or {}).get("conditions") or [],
-        "Failed",
-        True,
-        "JobConflict",
-        message,
-        run["metadata"].get("generation", 1),
-        now,
+        (run.get("status") or {}).get("conditions") or [], "Failed", True, reason, message, generation, now
     )
-    return {"phase": "Failed", "reason": "JobConflict", "message": message, "conditions": conditions}
+    return {
+        "phase": "Failed",
+        "reason": reason,
+        "message": message,
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "completionTime": now_rfc3339(now),
+    }
 
 
 def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:

@@ -163,3 +163,36 @@ def test_kustomization_lists_existing_files():
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:
         assert (ROOT / "manifests" / resource).exists(), resource
+
+
+def test_ingress_to_the_operator_and_trainer_pods_is_denied(config):
+    from waste_operator.jobs import build_job
+
+    policies = load("network-policy.yaml")
+    (deployment,) = load("operator-deployment.yaml")
+    pods = {
+        "operator": deployment["spec"]["template"]["metadata"]["labels"],
+        "trainer": build_job(make_run(), config)["spec"]["template"]["metadata"]["labels"],
+    }
+    for name, labels in pods.items():
+        selecting = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert len(selecting) == 1, name
+        (policy,) = selecting
+        assert policy["spec"]["policyTypes"] == ["Ingress"] and not policy["spec"].get("ingress"), name
+
+
+def test_admission_policies_read_the_operators_own_configmap():
+    (config,) = load("operator-config.yaml")
+    docs = load("admission-policy.yaml")
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert {b["spec"]["policyName"] for b in bindings} == policies and len(policies) == 2
+    for binding in bindings:
+        ref = binding["spec"]["paramRef"]
+        assert (ref["name"], ref["namespace"]) == (
+            config["metadata"]["name"],
+            config["metadata"]["namespace"],
+        )
+        assert binding["spec"]["validationActions"] == ["Deny"]
+    for key in ("WATCH_NAMESPACES", "TRAINER_IMAGE", "TRAINER_IMAGE_PREFIXES", "TRAINER_SERVICE_ACCOUNT"):
+        assert key in config["data"], key

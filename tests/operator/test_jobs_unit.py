@@ -98,6 +98,10 @@ def test_job_spec_env_security_and_owner(config):
     ]
     assert is_owned_by(job, run)
     assert spec["backoffLimit"] == 1 and spec["ttlSecondsAfterFinished"] == 86400
+    # strict validators (kubeconform, kube-score) refuse onPodConditions without a status
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"type": "DisruptionTarget", "status": "True"} in rules[1]["onPodConditions"]
+    assert all(c.get("status") for r in rules for c in r.get("onPodConditions", []))
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "waste-trainer"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -106,7 +110,8 @@ def test_job_spec_env_security_and_owner(config):
     assert container["image"] == config.trainer_image
     assert container["command"] == ["python", "-m", "trainer"]
     assert container["resources"] == {
-        "requests": {"cpu": "8", "memory": "32Gi"},
+        # the /tmp emptyDir's sizeLimit, requested: scheduled where it fits, not evicted midway
+        "requests": {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "50Gi"},
         "limits": {"memory": "32Gi", "nvidia.com/gpu": "2"},
     }
     sc = container["securityContext"]

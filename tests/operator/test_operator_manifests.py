@@ -11,14 +11,27 @@ from tests.operator.harness import ROOT
 pytestmark = pytest.mark.controlplane
 
 
-def test_kustomization_applies_and_the_example_run_is_valid(control_plane, trainingrun_crd):
+def test_kustomization_applies_and_the_example_run_is_valid(
+    control_plane, trainingrun_crd, admission_params_kept
+):
     rendered = control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout
     kinds = {(d.split("kind: ")[1].splitlines()[0]) for d in rendered.split("\n---\n")}
     assert kinds >= {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding",
-                     "ConfigMap", "Deployment"}  # fmt: skip
+                     "ConfigMap", "Deployment", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                     "NetworkPolicy"}  # fmt: skip
     assert "ClusterRole" not in kinds and "kind: Secret" not in rendered
 
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+    bindings = [d["metadata"]["name"] for d in admission_params_kept if d["kind"].endswith("Binding")]
+    shipped = [name.removesuffix("-kept-by-tests") for name in bindings]
+    try:
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+        _check_applied(control_plane)
+    finally:
+        # The shipped bindings act on every namespace: the session's other tests create runs elsewhere.
+        control_plane.kubectl("delete", "validatingadmissionpolicybinding", *shipped, "--ignore-not-found")
+
+
+def _check_applied(control_plane) -> None:
     deployment = json.loads(
         control_plane.kubectl(
             "get", "deployment", "waste-operator", "-n", "waste-detection", "-o", "json"
@@ -28,6 +41,24 @@ def test_kustomization_applies_and_the_example_run_is_valid(control_plane, train
 
     example = ROOT / "manifests" / "examples" / "trainingrun.yaml"
     control_plane.kubectl("apply", "--dry-run=server", "-f", str(example))
+
+    # The example without its namespace lands in "default", which the operator does not watch: refused.
+    import yaml
+
+    from tests.controlplane.util import wait_for
+
+    run = yaml.safe_load(example.read_text())
+    del run["metadata"]["namespace"]
+
+    def refused() -> str:
+        out = control_plane.kubectl(
+            "create", "--dry-run=server", "-n", "default", "-f", "-", input=json.dumps(run), check=False
+        )
+        return out.stderr if "is not watched" in out.stderr else ""
+
+    message = wait_for(refused, timeout=30, message="the shipped admission policy to refuse a run in default")
+    assert "namespace default is not watched by the waste-detection operator" in message
+    assert "-n waste-detection" in message and "waste-detection/waste-operator-config" in message
 
 
 def test_trainer_and_operator_pods_meet_the_restricted_pod_security_standard(control_plane, trainingrun_crd):
