@@ -148,6 +148,9 @@ def _reconcile(
         return
     status = run.get("status") or {}
     if phase_of(run) in TERMINAL:
+        generation = run["metadata"].get("generation", 1)
+        if status.get("observedGeneration") != generation:  # seen, even if a finished run has nothing to do
+            run = ctx.kube.patch_run_status(namespace, name, {"observedGeneration": generation})
         _after_success(ctx, run, rlog)
         return
 

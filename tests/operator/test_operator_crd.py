@@ -34,7 +34,10 @@ def create(control_plane, namespace: str, name: str, spec: dict):
             "spec.epochs: Invalid value: 0: spec.epochs in body should be greater than or equal to 1",
         ),
         ({"trainSplit": 1.5}, "spec.trainSplit: Invalid value: 1.5"),
-        ({"imgSize": 100}, "imgSize must be a multiple of 32"),
+        (
+            {"imgSize": 100},
+            "spec.imgSize: Invalid value: 100: spec.imgSize in body should be a multiple of 32",
+        ),
         ({"epochs": 5, "colour": "red"}, 'unknown field "spec.colour"'),
         ({"promotion": {"mode": "always"}}, 'supported values: "gate", "force", "skip"'),
         ({"source": {"fromInferences": {}, "dataset": {"uri": "gs://b/d"}}}, "set exactly one of source"),
@@ -158,3 +161,50 @@ def test_the_crd_accepts_exactly_the_dataset_uris_and_base_models_the_trainer_ca
         if not accepted == api == trainer
     ]
     assert not wrong, "(value, expected, API server, trainer): " + repr(wrong)
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "expected"),
+    [
+        ("bad", {"imgSize": 100}, "spec.imgSize: Invalid value: 100: spec.imgSize in body should be a multiple of 32"),
+        ("bad", {"learningRate": 0.02}, "spec.learningRate: Forbidden: learningRate needs a named optimizer"),
+        ("n" * 70, {}, "metadata.name: Forbidden: a TrainingRun's name is at most 63 characters"),
+        ("bad", {"source": {"fromInferences": {}, "dataset": {"uri": "gs://wd-data/d"}}},
+         "spec.source: Forbidden: set exactly one of source.fromInferences and source.dataset"),
+    ],
+)  # fmt: skip
+def test_rule_messages_name_the_field_and_the_value_not_its_type(
+    control_plane, run_namespace, name, spec, expected
+):
+    result = create(control_plane, run_namespace, name, spec)
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    for placeholder in ('"integer"', '"object"', '"number"', "<nil>"):
+        assert placeholder not in result.stderr, result.stderr
+
+
+def test_a_finished_run_cannot_be_suspended_and_a_changed_spec_says_what_to_do(
+    control_plane, run_namespace, api
+):
+    from waste_operator import GROUP, PLURAL, VERSION
+
+    ns = run_namespace
+    create(control_plane, ns, "done", {"epochs": 1}).check_returncode()
+    api.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, PLURAL, "done", {"status": {"phase": "Succeeded"}}
+    )
+
+    def patch(spec: dict):
+        body = json.dumps({"spec": spec})
+        return control_plane.kubectl("patch", "tr", "done", "-n", ns, "--type=merge", "-p", body, check=False)
+
+    suspended = patch({"suspend": True})
+    assert suspended.returncode != 0, "a finished run took suspend: true silently"
+    assert "spec.suspend: Forbidden: the run has finished (Succeeded or Failed)" in suspended.stderr, (
+        suspended.stderr
+    )
+    changed = patch({"epochs": 2})
+    assert "spec: Forbidden: the spec of a TrainingRun is immutable except suspend" in changed.stderr
+    assert "create it again" in changed.stderr and '"object"' not in changed.stderr, changed.stderr
+    got = api.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "done")
+    assert got["metadata"]["generation"] == 1 and got["spec"]["suspend"] is False
