@@ -17,6 +17,7 @@ from tests.controlplane.server import free_port
 from tests.controlplane.util import wait_for
 from tests.fixtures.data import write_yolo_folder
 from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql
+from tests.operator.admission import SHIPPED_BINDINGS, activate_bindings, retire_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "waste-detection"
@@ -50,6 +51,7 @@ def cluster(control_plane, postgres, gcs, tmp_path):
     # 1. The product's manifests, as a platform engineer applies them.
     control_plane.kubectl("apply", "-k", str(ROOT / "manifests"))
     control_plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
+    activate_bindings(control_plane, *SHIPPED_BINDINGS)  # the admission policies act, as in a cluster
     dsn = postgres.new_database()
     create_inference_table(dsn)
     images, models, datasets = gcs.bucket(), gcs.bucket(), gcs.bucket()
@@ -144,6 +146,8 @@ def cluster(control_plane, postgres, gcs, tmp_path):
         os.killpg(operator.pid, signal.SIGTERM)
         operator.wait(20)
         runner.stop()
+        # They act on every namespace of this shared API server: the session's other tests use others.
+        retire_bindings(control_plane, *SHIPPED_BINDINGS)
         print("--- operator log ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
 
 
@@ -223,9 +227,9 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     # What a user sees.
     table = control_plane.kubectl("-n", NS, "get", "trainingruns").stdout
     lines = {line.split()[0]: line.split() for line in table.strip().splitlines()}
-    assert lines["NAME"][:5] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL"]
-    assert lines["first"][1] == "Succeeded" and lines["first"][4] == "v1"
-    assert lines["second"][1] == "Succeeded" and lines["second"][4] == "v2"
+    assert lines["NAME"][:6] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED"]
+    assert lines["first"][1:3] == ["Succeeded", "1/1"] and lines["first"][4:6] == ["v1", "true"], table
+    assert lines["second"][1:3] == ["Succeeded", "1/1"] and lines["second"][4:6] == ["v2", "true"], table
 
     # Nothing new: the run fails with a clear reason; latest is untouched.
     gen = models.get_blob("models/latest/yolov8n_waste.pt").generation

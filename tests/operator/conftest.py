@@ -90,25 +90,3 @@ def api(control_plane):
                 "raw": api_client,
             },
         )
-
-
-@pytest.fixture(scope="session")
-def admission_params_kept(control_plane, trainingrun_crd):
-    """The shipped admission policies, and one binding of each that matches no namespace, kept for the whole
-    session: the API server stops resolving ConfigMap parameters for good once no binding uses them
-    (kubernetes/kubernetes#130887), so the tests' own bindings come and go only while these stay."""
-    import yaml
-
-    from tests.operator.harness import ROOT
-
-    docs = list(yaml.safe_load_all((ROOT / "manifests" / "admission-policy.yaml").read_text()))
-    for doc in docs:
-        if doc["kind"] == "ValidatingAdmissionPolicyBinding":
-            doc["metadata"]["name"] += "-kept-by-tests"
-            doc["spec"]["paramRef"]["namespace"] = "default"
-            nothing = {"matchLabels": {"test.waste-detection.io/no-namespace-has-this": "true"}}
-            doc["spec"]["matchResources"] = {"namespaceSelector": nothing}
-    control_plane.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
-    )
-    return docs

@@ -6,14 +6,13 @@ import json
 
 import pytest
 
+from tests.operator.admission import SHIPPED_BINDINGS, activate_bindings, retire_bindings
 from tests.operator.harness import ROOT
 
 pytestmark = pytest.mark.controlplane
 
 
-def test_kustomization_applies_and_the_example_run_is_valid(
-    control_plane, trainingrun_crd, admission_params_kept
-):
+def test_kustomization_applies_and_the_example_run_is_valid(control_plane, trainingrun_crd):
     rendered = control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout
     kinds = {(d.split("kind: ")[1].splitlines()[0]) for d in rendered.split("\n---\n")}
     assert kinds >= {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding",
@@ -21,14 +20,13 @@ def test_kustomization_applies_and_the_example_run_is_valid(
                      "NetworkPolicy"}  # fmt: skip
     assert "ClusterRole" not in kinds and "kind: Secret" not in rendered
 
-    bindings = [d["metadata"]["name"] for d in admission_params_kept if d["kind"].endswith("Binding")]
-    shipped = [name.removesuffix("-kept-by-tests") for name in bindings]
     try:
         control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+        activate_bindings(control_plane, *SHIPPED_BINDINGS)  # in case an earlier test retired them
         _check_applied(control_plane)
     finally:
         # The shipped bindings act on every namespace: the session's other tests create runs elsewhere.
-        control_plane.kubectl("delete", "validatingadmissionpolicybinding", *shipped, "--ignore-not-found")
+        retire_bindings(control_plane, *SHIPPED_BINDINGS)
 
 
 def _check_applied(control_plane) -> None:
