@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 TIMEOUT = 30
 COMPONENT = "waste-detection-operator"
+INSTANCE = f"{COMPONENT}-{socket.gethostname()}"[:128]
 
 
 def _missing(error: ApiException) -> bool:
@@ -69,11 +71,16 @@ class Kube:
         return runs.get("items") or []
 
     def post_event(self, run: dict, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the run (what `kubectl describe` and `kubectl get events` show)."""
+        """A core/v1 Event about the run (what `kubectl describe` and `kubectl get events` show).
+
+        eventTime has microseconds and the name ends in the hex nanosecond time, as client-go names them:
+        Events of the same second keep their order in `describe` (it sorts by eventTime when lastTimestamp
+        is unset) and in `get events` (listed by name).
+        """
         meta = run["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC)
         event = {
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": run.get("apiVersion") or API_VERSION,
                 "kind": run.get("kind") or KIND,
@@ -83,13 +90,12 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
+            "action": reason,
             "message": message[:1024],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+            "reportingInstance": INSTANCE,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
         self.core.create_namespaced_event(
             meta["namespace"], event, _request_timeout=TIMEOUT, _preload_content=False

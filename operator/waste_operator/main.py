@@ -12,7 +12,7 @@ from urllib3.exceptions import HTTPError
 from . import GROUP, MANAGED_BY, PLURAL, RUN_LABEL, VERSION
 from .config import OperatorConfig
 from .kube import Kube
-from .reconcile import Context, reconcile, resync
+from .reconcile import Context, reconcile, refresh_columns, resync
 from .samples import SampleCounter
 from .schedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
 from .scheduling import Scheduler, clock_from_env
@@ -76,6 +76,13 @@ def run_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo
     if fresh or body["metadata"].get("generation") != status.get("observedGeneration"):
         # A run just created is as fresh as a read would be: save that round trip.
         _reconcile(memo, namespace, name, dict(body) if type == "ADDED" and not status else None)
+    else:
+        try:
+            refresh_columns(memo.ctx, dict(body))  # the trainer's progress: the MAP50 column follows it
+        except (ApiException, HTTPError, OSError) as error:  # the next progress patch tries again
+            logging.getLogger("waste_operator").warning(
+                "[%s/%s] MAP50 column not updated: %s", namespace, name, error
+            )
 
 
 def _logged(post):

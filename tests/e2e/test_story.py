@@ -15,6 +15,7 @@ from tests.controlplane.server import free_port
 from tests.controlplane.util import wait_for
 from tests.fixtures.data import write_yolo_folder
 from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql
+from tests.operator.admission import SHIPPED_BINDINGS, activate_bindings, retire_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "waste-detection"
@@ -86,6 +87,7 @@ def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
               "GCS_DATASETS_BUCKET": datasets.name, "LIVENESS_ENDPOINT": liveness}  # fmt: skip
     control_plane.kubectl("apply", "-f", "-", input=manifests_with(control_plane, config))
     control_plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
+    activate_bindings(control_plane, *SHIPPED_BINDINGS)  # the admission policies act, as in a cluster
     control_plane.kubectl(
         "-n", NS, "create", "secret", "generic", "waste-detection-db", f"--from-literal=database-url={dsn}"
     )
@@ -108,6 +110,8 @@ def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
             "-n", NS, "delete", "deployment", "waste-operator", "inference-api", "--wait=false"
         )
         node.close()
+        # They act on every namespace of this shared API server: the session's other tests use others.
+        retire_bindings(control_plane, *SHIPPED_BINDINGS)
 
 
 def wait_phase(control_plane, name: str, timeout: float = 420) -> dict:
@@ -186,9 +190,9 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     # What a user sees.
     table = control_plane.kubectl("-n", NS, "get", "trainingruns").stdout
     lines = {line.split()[0]: line.split() for line in table.strip().splitlines()}
-    assert lines["NAME"][:5] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL"]
-    assert lines["first"][1] == "Succeeded" and lines["first"][4] == "v1"
-    assert lines["second"][1] == "Succeeded" and lines["second"][4] == "v2"
+    assert lines["NAME"][:6] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED"]
+    assert lines["first"][1:3] == ["Succeeded", "1/1"] and lines["first"][4:6] == ["v1", "true"], table
+    assert lines["second"][1:3] == ["Succeeded", "1/1"] and lines["second"][4:6] == ["v2", "true"], table
 
     # Nothing new: the run fails with a clear reason; latest is untouched.
     gen = models.get_blob("models/latest/yolov8n_waste.pt").generation

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.operator.admission import SHIPPED_BINDINGS, activate_bindings, retire_bindings
 from tests.operator.harness import ROOT
 
 pytestmark = pytest.mark.controlplane
@@ -15,10 +16,20 @@ def test_kustomization_applies_and_the_example_run_is_valid(control_plane, train
     rendered = control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout
     kinds = {(d.split("kind: ")[1].splitlines()[0]) for d in rendered.split("\n---\n")}
     assert kinds >= {"CustomResourceDefinition", "Namespace", "ServiceAccount", "Role", "RoleBinding",
-                     "ConfigMap", "Deployment"}  # fmt: skip
+                     "ConfigMap", "Deployment", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+                     "NetworkPolicy"}  # fmt: skip
     assert "ClusterRole" not in kinds and "kind: Secret" not in rendered
 
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+    try:
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "manifests"))
+        activate_bindings(control_plane, *SHIPPED_BINDINGS)  # in case an earlier test retired them
+        _check_applied(control_plane)
+    finally:
+        # The shipped bindings act on every namespace: the session's other tests create runs elsewhere.
+        retire_bindings(control_plane, *SHIPPED_BINDINGS)
+
+
+def _check_applied(control_plane) -> None:
     deployment = json.loads(
         control_plane.kubectl(
             "get", "deployment", "waste-operator", "-n", "waste-detection", "-o", "json"
@@ -30,6 +41,24 @@ def test_kustomization_applies_and_the_example_run_is_valid(control_plane, train
     control_plane.kubectl("apply", "--dry-run=server", "-f", str(example))
     # The kubelet would run this operator with the default settings for the rest of the session.
     control_plane.kubectl("delete", "deployment", "waste-operator", "-n", "waste-detection", "--wait=false")
+
+    # The example without its namespace lands in "default", which the operator does not watch: refused.
+    import yaml
+
+    from tests.controlplane.util import wait_for
+
+    run = yaml.safe_load(example.read_text())
+    del run["metadata"]["namespace"]
+
+    def refused() -> str:
+        out = control_plane.kubectl(
+            "create", "--dry-run=server", "-n", "default", "-f", "-", input=json.dumps(run), check=False
+        )
+        return out.stderr if "is not watched" in out.stderr else ""
+
+    message = wait_for(refused, timeout=30, message="the shipped admission policy to refuse a run in default")
+    assert "namespace default is not watched by the waste-detection operator" in message
+    assert "-n waste-detection" in message and "waste-detection/waste-operator-config" in message
 
 
 def test_trainer_and_operator_pods_meet_the_restricted_pod_security_standard(control_plane, trainingrun_crd):

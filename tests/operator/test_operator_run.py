@@ -161,8 +161,8 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
 
     table = control_plane.kubectl("get", "trainingruns", "-n", ns).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "AGE"]
-    assert row.split()[:5] == ["nightly", "Succeeded", "4/4", "0.4", "v7"], table
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED", "AGE"]
+    assert row.split()[:6] == ["nightly", "Succeeded", "4/4", "0.4", "v7", "true"], table
     wide = control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout
     assert wide.splitlines()[0].split()[-2:] == ["REASON", "JOB"] and status["jobName"] in wide
 
