@@ -121,8 +121,10 @@ class PodWorker(threading.Thread):
             if fault in ("OOMKilled", "Evicted"):
                 self._sleep(FAULT_DELAY)
                 handle.signal(signal.SIGKILL)
-                exited = handle.wait(10)
-                code = 137 if exited is None else exited
+                handle.wait(10)
+                # The fault decides the outcome: a short command may have exited on its own within
+                # FAULT_DELAY, but the node it simulates killed it first (SIGKILL: exit code 137).
+                code = 137
                 if fault == "Evicted":
                     reason, message, disruption = st.eviction(c)
                     term = st.terminated(code, "Error", started, cid=handle.id)
