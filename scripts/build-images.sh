@@ -115,6 +115,8 @@ results=("$(build_image operator)" "$(build_image trainer)")
 for old in $(podman images --noheading --format '{{.Repository}}:{{.Tag}}' localhost/waste-base); do
   [[ "$old" == "$BASE" ]] || podman rmi --force "$old" >/dev/null
 done
+# Untagged leftovers of replaced images; the layer cache of the current ones stays (they are its children).
+podman image prune --force >/dev/null
 log "done in $((SECONDS - t_all)) s"
 echo "base=$BASE"
 printf '%s\n' "${results[@]}"

@@ -580,19 +580,38 @@ class Container:
     def _read_exit(self) -> Exit:
         raw = self.podman("inspect", "--type", "container", self.launch.name, check=False)
         state: dict[str, Any] = {}
+        container_id = ""
         with contextlib.suppress(ValueError, IndexError, KeyError):
-            state = json.loads(raw)[0]["State"]
+            found = json.loads(raw)[0]
+            state, container_id = found["State"], found["Id"]
         exit_code = int(state.get("ExitCode", self.proc.returncode if self.proc else -1))
+        oom_killed = bool(state.get("OOMKilled"))
+        if not oom_killed and exit_code == 128 + 9 and container_id:
+            oom_killed = oom_killed_in_kernel_log(container_id)
         file_bytes = self.launch.termination_log.read_bytes() if self.launch.termination_log.exists() else b""
         self.exit = Exit(
             exit_code=exit_code,
-            oom_killed=bool(state.get("OOMKilled")),
+            oom_killed=oom_killed,
             started_at=_rfc3339(state.get("StartedAt")),
             finished_at=_rfc3339(state.get("FinishedAt")),
             message=termination_message(file_bytes, self.launch.termination_policy, exit_code, self.log()),
         )
         self.podman("rm", "--force", "--time", "0", self.launch.name, check=False)
         return self.exit
+
+
+def oom_killed_in_kernel_log(container_id: str) -> bool:
+    """Whether the kernel's OOM killer killed a process of this container's memory cgroup. podman misses
+    these under cgroup v1 on newer kernels (conmon's event registration); the kubelet's OOM watcher
+    (cAdvisor) reads the same kernel log."""
+    try:
+        kernel_log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return any(
+        "oom-kill:" in line and "oom_memcg=" in line and container_id in line.split("oom_memcg=", 1)[1]
+        for line in kernel_log.splitlines()
+    )
 
 
 def _rfc3339(stamp: str | None) -> str:

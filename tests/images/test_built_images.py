@@ -161,7 +161,7 @@ def test_the_operator_entrypoint_prints_its_usage_offline(images, tmp_path):
 FINDINGS = r"""
 import importlib.metadata as md, importlib.util, json, shutil, sys, sysconfig
 from pathlib import Path
-tools = ["gcc", "cc", "c++", "g++", "clang", "make", "ld", "as", "cpp", "pip", "pip3", "apt-get"]
+tools = ["gcc", "cc", "c++", "g++", "clang", "make", "ld", "as", "cpp", "pip", "pip3"]
 print(json.dumps({
     "tools": {t: shutil.which(t) for t in tools if shutil.which(t)},
     "headers": Path(sysconfig.get_paths()["include"], "Python.h").exists(),
