@@ -64,18 +64,18 @@ buildah rm --all >/dev/null 2>&1 || true
 short() { sha256sum | cut -c1-16; }
 
 # -- the base ----------------------------------------------------------------------------------------------
-base_key="$(printf '%s\n' "$SUITE" "$BASE_PACKAGES" "variant=apt" | short)"
+MMDEBSTRAP_ARGS=(--variant=apt --include="$BASE_PACKAGES"
+  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' "$SUITE")
+IMPORT_CHANGES=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]')
+base_key="$(printf '%s\n' "${MMDEBSTRAP_ARGS[@]}" "${IMPORT_CHANGES[@]}" | short)"
 BASE="localhost/waste-base:$base_key"
 if [[ "${WD_IMAGES_REBUILD:-0}" == 1 ]] || ! podman image exists "$BASE"; then
   t0=$SECONDS
   log "base $BASE: mmdebstrap $SUITE with $BASE_PACKAGES (about 2 min)"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  mmdebstrap --quiet --variant=apt --include="$BASE_PACKAGES" \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    "$SUITE" "$work/rootfs.tar" >&2
-  podman import --quiet --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
-    "$work/rootfs.tar" "$BASE" >/dev/null
+  mmdebstrap --quiet "${MMDEBSTRAP_ARGS[@]}" "$work/rootfs.tar" >&2
+  podman import --quiet "${IMPORT_CHANGES[@]}" "$work/rootfs.tar" "$BASE" >/dev/null
   rm -rf "$work"
   log "base built in $((SECONDS - t0)) s"
 fi

@@ -40,6 +40,10 @@ DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 MAX_TERMINATION_BYTES = 4096  # the kubelet reads at most this much of the file
 FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES = 80, 2048  # FallbackToLogsOnError: the log's tail, capped
 LABEL = "io.waste-detection.podman"  # on every container this module starts, for clean-up
+OWNER_LABEL = "io.waste-detection.podman.owner"  # which Podman() started it: clean-up leaves others' alone
+# Names podman reads from its own environment: a container's value for one of them goes on the command line.
+PODMAN_OWN_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LD_LIBRARY_PATH", "LD_PRELOAD", "TZ"})
+PODMAN_OWN_ENV_PREFIXES = ("CONTAINERS_", "XDG_", "BUILDAH_", "PODMAN_", "REGISTRY_AUTH", "STORAGE_")
 
 
 class PodSpecError(ValueError):
@@ -168,6 +172,10 @@ def _resource_field(container: Mapping[str, Any], ref: Mapping[str, Any], where:
         raise PodSpecError(f"{where}: resourceFieldRef {ref['resource']} is not set on the container")
     divisor = parse_quantity(ref.get("divisor", "1"))
     return str(int((parse_quantity(value) / divisor).to_integral_value(rounding="ROUND_CEILING")))
+
+
+def podman_reads(name: str) -> bool:
+    return name in PODMAN_OWN_ENV or name.startswith(PODMAN_OWN_ENV_PREFIXES)
 
 
 # -- the podman run command ----------------------------------------------------------------------------
@@ -306,8 +314,11 @@ def run_command(
 
     if container.get("workingDir"):
         argv += ["--workdir", container["workingDir"]]
-    for key in env:
-        argv += ["--env", key]  # the value comes from podman's own environment: not visible in `ps`
+    for key, value in env.items():
+        if podman_reads(key):
+            argv += ["--env", f"{key}={value}"]  # podman itself reads this name: the value goes inline
+        else:
+            argv += ["--env", key]  # the value comes from podman's environment: not visible in `ps`
     command = [expand(c, env) for c in container.get("command") or []]
     args = [expand(a, env) for a in container.get("args") or []]
     if command:
@@ -496,8 +507,9 @@ def termination_message(file_bytes: bytes, policy: str, exit_code: int, log_text
 class Podman:
     """The podman command with the storage and settings scripts/build-images.sh made."""
 
-    def __init__(self, cache_dir: Path, binary: str | None = None) -> None:
+    def __init__(self, cache_dir: Path, binary: str | None = None, owner: str | None = None) -> None:
         self.cache_dir = Path(cache_dir)
+        self.owner = owner or f"pid-{os.getpid()}"
         self.binary = binary or shutil.which("podman") or "podman"
         self.env = {
             **os.environ,
@@ -525,9 +537,15 @@ class Podman:
         return Container(self, launch, Path(log_path)).start()
 
     def remove_all(self) -> None:
-        """Force-removes every container this module started (after a crashed test, for one)."""
+        """Force-removes every container this Podman started (after a crashed test, for one)."""
         names = self(
-            "ps", "--all", "--filter", f"label={LABEL}=1", "--format", "{{.Names}}", check=False
+            "ps",
+            "--all",
+            "--filter",
+            f"label={OWNER_LABEL}={self.owner}",
+            "--format",
+            "{{.Names}}",
+            check=False,
         ).split()
         for name in names:
             self("rm", "--force", "--time", "0", name, check=False)
@@ -543,10 +561,13 @@ class Container:
 
     def start(self) -> Container:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.podman.env, **self.launch.env}
+        env = {**self.podman.env}
+        env.update((k, v) for k, v in self.launch.env.items() if not podman_reads(k))
+        argv = list(self.launch.argv)
+        argv[1:1] = ["--label", f"{OWNER_LABEL}={self.podman.owner}"]  # after "run"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [self.podman.binary, *self.launch.argv],
+                [self.podman.binary, *argv],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -224,3 +224,15 @@ def test_a_second_build_reuses_both_images(images):
     assert f"operator={images.operator}" in result.stdout and f"trainer={images.trainer}" in result.stdout
     assert not re.search(r"built in", result.stderr), result.stderr
     print(f"warm build-images.sh: {took:.1f} s")
+
+
+def test_the_container_sees_its_env_and_secrets_stay_off_podmans_command_line(images, tmp_path):
+    show = "import json, os; print(json.dumps({k: os.environ.get(k) for k in ('PATH', 'HOME', 'TOKEN')}))"
+    the_pod = pod(images.operator, ["python", "-c", show])
+    env = {"PATH": "/opt/venv/bin:/usr/bin:/bin", "HOME": "/tmp/home", "TOKEN": "s3cret-value"}
+    launch = run_command(the_pod, "c", env=env, pod_dir=tmp_path, image_user="10001:10001", network="none")
+    assert "s3cret-value" not in " ".join(launch.argv)
+    container = images.podman.start(launch, tmp_path / "log")
+    exit_ = container.wait(120)
+    assert exit_.exit_code == 0, container.log()
+    assert json.loads(container.log().strip().splitlines()[-1]) == env

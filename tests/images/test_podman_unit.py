@@ -251,3 +251,13 @@ def test_quantities_and_names():
         quantity_bytes("8 GB")
     pod = {"metadata": {"name": "p", "namespace": "n", "uid": "u"}}
     assert container_name(pod, {"name": "c"}, 2) == "k8s_c_p_n_u_2"
+
+
+def test_env_names_podman_reads_itself_go_inline_the_rest_through_its_environment(tmp_path):
+    pod = {
+        "metadata": {"name": "p", "namespace": "n", "uid": "u"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    env = {"PATH": "/opt/venv/bin:/usr/bin", "XDG_RUNTIME_DIR": "/x", "TOKEN": "s3cret"}
+    argv = run_command(pod, "c", env=env, pod_dir=tmp_path).argv
+    assert flag_values(argv, "--env") == ["PATH=/opt/venv/bin:/usr/bin", "XDG_RUNTIME_DIR=/x", "TOKEN"]
