@@ -13,7 +13,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from tests.images.fixtures import ROOT, Images, lock_images
-from tests.images.podman import run_command
+from tests.images.podman_args import run_command
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(3600)]
 
@@ -236,3 +236,9 @@ def test_the_container_sees_its_env_and_secrets_stay_off_podmans_command_line(im
     exit_ = container.wait(120)
     assert exit_.exit_code == 0, container.log()
     assert json.loads(container.log().strip().splitlines()[-1]) == env
+
+
+def test_the_runtime_tells_a_missing_image_from_a_present_one(images):
+    """What the kubelet needs for ErrImageNeverPull: images are never pulled here."""
+    assert images.podman.image_exists(images.operator) and images.podman.image_exists(images.trainer)
+    assert not images.podman.image_exists("localhost/waste-trainer:never-built")

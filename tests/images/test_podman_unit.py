@@ -1,4 +1,4 @@
-"""The podman runtime's pure half: what `podman run` a Pod's container becomes. No podman needed."""
+"""The podman runtime's pure half: what a Pod's container becomes as a `podman run`. No podman needed."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import pytest
 from waste_operator.config import OperatorConfig
 from waste_operator.jobs import build_job
 
-from tests.images.podman import (
-    PodSpecError,
-    container_name,
-    expand,
-    quantity_bytes,
-    resolve_env,
-    run_command,
-    termination_message,
-)
+from tests.images.podman_args import container_name, run_command
+from tests.images.podspec import PodSpecError, expand, quantity_bytes, resolve_env, termination_message
 
 CONFIG = OperatorConfig(
     trainer_image="localhost/waste-trainer:test",

@@ -15,7 +15,8 @@ from waste_operator.jobs import build_job
 
 from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql
 from tests.images.fixtures import ROOT
-from tests.images.podman import resolve_env, run_command
+from tests.images.podman_args import run_command
+from tests.images.podspec import resolve_env
 
 pytestmark = [pytest.mark.images, pytest.mark.slow, pytest.mark.timeout(3600)]
 

@@ -14,10 +14,10 @@ from waste_operator import GROUP, PLURAL, VERSION
 
 from tests.controlplane.server import free_port
 from tests.controlplane.util import wait_for
-from tests.images.podman import (
+from tests.images.podman_args import run_command
+from tests.images.podspec import (
     SERVICE_ACCOUNT_VOLUME,
     resolve_env,
-    run_command,
     with_service_account_volume,
     write_service_account_files,
 )
