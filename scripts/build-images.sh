@@ -82,9 +82,9 @@ fi
 
 # -- the images --------------------------------------------------------------------------------------------
 context_hash() {
-  # Every file of the build context .dockerignore admits (pyproject.toml, locks/, operator/, trainer/),
-  # by name and content: an image is rebuilt exactly when one of them changes.
-  find pyproject.toml locks operator trainer -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+  # Every file of the build context .dockerignore admits (pyproject.toml, locks/, operator/, trainer/) and
+  # .dockerignore itself, by name and content: an image is rebuilt exactly when one of them changes.
+  find .dockerignore pyproject.toml locks operator trainer -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
     ! -name '*.pt' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
 }
 

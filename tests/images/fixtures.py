@@ -51,7 +51,8 @@ class Images:
     trainer: str
     podman: Podman
     build_seconds: float
-    built: list[str] = field(default_factory=list)  # "base", "operator", "trainer": (re)built this session
+    # "base", "operator", "trainer": seconds each took, for those (re)built this session
+    built: dict[str, float] = field(default_factory=dict)
     log: str = ""
 
     def size(self, image: str) -> int:
@@ -76,12 +77,13 @@ def images() -> Iterator[Images]:
         tail = "\n".join(result.stderr.splitlines()[-40:])
         raise RuntimeError(f"{BUILD_SH} failed (exit {result.returncode}) after {seconds:.0f} s:\n{tail}")
     refs = dict(line.split("=", 1) for line in result.stdout.split() if "=" in line)
-    built = [
-        name
-        for name, pattern in (("base", r"base built in"), ("operator", r"waste-operator:\S+ built in"),
-                              ("trainer", r"waste-trainer:\S+ built in"))
-        if re.search(pattern, result.stderr)
-    ]  # fmt: skip
+    (CACHE / "last-build.log").write_text(result.stderr)
+    built = {
+        name: float(match.group(1))
+        for name, pattern in (("base", r"base built in (\d+) s"), ("operator", r"waste-operator:\S+ built in (\d+) s"),
+                              ("trainer", r"waste-trainer:\S+ built in (\d+) s"))
+        if (match := re.search(pattern, result.stderr))
+    }  # fmt: skip
     podman = Podman(CACHE)
     found = Images(refs["base"], refs["operator"], refs["trainer"], podman, seconds, built, result.stderr)
     _built.append(found)
@@ -93,7 +95,7 @@ def images() -> Iterator[Images]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for found in _built:
-        what = f"built {', '.join(found.built)}" if found.built else "all cached"
+        what = ", ".join(f"{name} built in {s:.0f} s" for name, s in found.built.items()) or "all cached"
         sizes = ", ".join(
             f"{name} {found.size(ref) / 1e6:,.0f} MB"
             for name, ref in (("operator", found.operator), ("trainer", found.trainer))
