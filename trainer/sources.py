@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import PurePosixPath
 
 from trainer.blobstore import BlobStore
 from trainer.db import Database, as_datetime
+from trainer.registry import SampleLocation
 from trainer.selection import Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -44,11 +46,13 @@ def inference_records_by_id(db: Database, ids: list[str]) -> list[Record]:
     return [_record(r) for r in rows]
 
 
-def dataset_records(store: BlobStore, prefix: str) -> list[Record]:
+def dataset_records(store: BlobStore, prefix: str, source: str) -> list[Record]:
     """Pairs images/**/X.ext with labels/**/X.txt under prefix (Ultralytics' layout).
 
     A dataset's own train/val folders are kept as the split; an image without a label file is listed
-    with no label and counted as skipped by the selection.
+    with no label and counted as skipped by the selection. source is the dataset's URI (an absolute folder
+    or gs://bucket/prefix): ids are `source/images/.../X`, unique across datasets, so a run can replay
+    samples of earlier datasets next to a new one whose files have the same names.
     """
     prefix = prefix.strip("/")
     base = f"{prefix}/" if prefix else ""
@@ -66,10 +70,25 @@ def dataset_records(store: BlobStore, prefix: str) -> list[Record]:
         hint = sub[0] if sub and sub[0] in ("train", "val") else None
         records.append(
             Record(
-                id=rel.with_suffix("").as_posix(),
+                id=f"{source.rstrip('/')}/{rel.with_suffix('').as_posix()}",
                 image_object=name,
                 label_object=label if label in objects else None,
                 split_hint=hint,
+                source=source,
             )
         )
     return records
+
+
+def dataset_records_by_id(samples: Mapping[str, SampleLocation], ids: list[str], split: str) -> list[Record]:
+    """Earlier dataset samples picked for replay (split 'train') or validation history ('val')."""
+    return [
+        Record(
+            id=i,
+            image_object=samples[i].image_object,
+            label_object=samples[i].label_object,
+            split_hint=split,
+            source=samples[i].source,
+        )
+        for i in ids
+    ]
