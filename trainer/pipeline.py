@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import shutil
@@ -15,15 +16,20 @@ from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, NotFound,
 from trainer.dataset import DatasetResult, write_dataset
 from trainer.db import Database, connect, migrate
 from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
-from trainer.fetch import ObjectCache
+from trainer.fetch import FetchResult, ObjectCache, TrimResult
 from trainer.gate import decide_promotion
 from trainer.progress import StatusReporter
 from trainer.publish import CHECKPOINTS, LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
-from trainer.registry import Registry, version_name
+from trainer.registry import Registry, SampleLocation, version_name
 from trainer.report import RunReport, logfmt
 from trainer.selection import Record, assign_splits, sample_replay, select
 from trainer.settings import Settings
-from trainer.sources import dataset_records, inference_records, inference_records_by_id
+from trainer.sources import (
+    dataset_records,
+    dataset_records_by_id,
+    inference_records,
+    inference_records_by_id,
+)
 
 log = logging.getLogger("trainer")
 # Exit codes the Job's podFailurePolicy fails at once (docs/CONTRACTS.md): no retry follows them.
@@ -46,6 +52,8 @@ class Job:
         self.registry: Registry | None = None
         self.models: BlobStore | None = None
         self.reserved: int | None = None
+        self.dataset_uri: str | None = None  # dataset mode: the run's own dataset, as samples record it
+        self.locations: dict[str, SampleLocation] = {}  # dataset mode: where each written sample lives
 
     # Stores --------------------------------------------------------------------------------------------
     def _store(self, bucket: str | None, local_name: str) -> BlobStore:
@@ -127,6 +135,7 @@ class Job:
             class_ap_drop=s.class_ap_drop,
         )
         self._publish(outcome.best, base_version, challenger, champion, decision, cutoff, dataset, replayed)
+        log.info(r.promotion["summary"])  # what was decided and why, in one line a person can read
 
     def _tidy(self) -> dict[str, int]:
         """Marks the registry rows of runs that ended without their trainer, and removes checkpoints no run
@@ -204,22 +213,26 @@ class Job:
                     )
             else:
                 uri = s.dataset or ""
-                if uri.startswith("gs://"):
-                    bucket, prefix = parse_gs_uri(uri)
-                    source: BlobStore = GCSBlobStore(bucket)
-                else:
-                    folder = Path(uri).absolute()
-                    if not folder.is_dir():
-                        raise EmptySelectionError(f"dataset folder {folder} does not exist")
-                    source, prefix = LocalBlobStore(folder), ""
-                sel = select(dataset_records(source, prefix), only_verified=False, min_detections=0)
-                records, cutoff, replayed = sel.selected, None, set()
-                r.selection = {**sel.counts, "new": len(sel.selected), "replayed": 0, "source": uri}
-                if not records:
+                self.dataset_uri = dataset_uri(uri)
+                source, prefix = open_dataset(self.dataset_uri)
+                sel = select(
+                    dataset_records(source, prefix, self.dataset_uri), only_verified=False, min_detections=0
+                )
+                if not sel.selected:
                     raise EmptySelectionError(
                         f"dataset {uri} has no image with a label file "
                         "(expected images/... and labels/... folders)"
                     )
+                replay, history = self._dataset_history(sel.selected) if s.incremental else ([], [])
+                records, cutoff = sel.selected + replay + history, None
+                replayed = {x.id for x in replay + history}
+                r.selection = {
+                    **sel.counts,
+                    "new": len(sel.selected),
+                    "replayed": len(replay),
+                    "history_val": len(history),
+                    "source": uri,
+                }
             f.update(
                 selected=len(records),
                 new=r.selection["new"],
@@ -228,20 +241,85 @@ class Job:
             )
         return records, source, cutoff, replayed
 
+    def _dataset_history(self, new: list[Record]) -> tuple[list[Record], list[Record]]:
+        """--incremental dataset on top of a deployed model: earlier datasets' training samples to replay and
+        their validation samples to validate on, as incremental runs on inferences do. A sample of the new
+        dataset is never also replayed. (A complete dataset, the default, replays nothing: an earlier
+        version of the same photos would train twice, or validate a model that trained on them.)"""
+        s = self.s
+        if self.registry.latest() is None:
+            return [], []
+        taken = {x.id for x in new}
+        replay: list[Record] = []
+        if s.replay_ratio > 0:
+            pool = self.registry.dataset_samples("train")
+            want = round(s.replay_ratio * len(new))
+            ids = sample_replay([(i, x.classes) for i, x in pool.items()], want, s.seed, exclude=taken)
+            replay = dataset_records_by_id(pool, ids, "train")
+        history: list[Record] = []
+        if s.history_val > 0:
+            pool = self.registry.dataset_samples("val")
+            taken |= {x.id for x in replay}
+            ids = sample_replay(
+                [(i, x.classes) for i, x in pool.items()], s.history_val, s.seed, exclude=taken
+            )
+            history = dataset_records_by_id(pool, ids, "val")
+        return replay, history
+
+    def _fetch(
+        self, records: list[Record], source: BlobStore
+    ) -> tuple[list[Record], FetchResult, TrimResult | None]:
+        """Downloads every record's objects into the cache: the run's own source first, then each earlier
+        dataset that replayed samples come from. Returns the records keyed for write_dataset (an earlier
+        dataset's object names are prefixed with its URI, so two datasets' equal names never meet), the
+        merged result, and what the cache's size bound evicted (None: unbounded)."""
+        s = self.s
+        groups: dict[str | None, list[Record]] = {}
+        for x in records:
+            groups.setdefault(None if x.source in (None, self.dataset_uri) else x.source, []).append(x)
+        merged, keyed = FetchResult(), []
+        cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
+        for where, group in groups.items():
+            names = [x.image_object for x in group] + [x.label_object for x in group if x.label_object]
+            if where is None:
+                got, key = cache.fetch(names, concurrency=s.download_concurrency), str
+            else:
+                key = functools.partial(_keyed, where)
+                try:
+                    store, _ = open_dataset(where)
+                except EmptySelectionError as exc:  # an earlier dataset was removed: its samples are missing
+                    got = FetchResult(missing=dict.fromkeys(names, str(exc)))
+                else:
+                    other = ObjectCache(s.cache_dir / "objects", store, track_use=bool(s.cache_max_bytes))
+                    got = other.fetch(names, concurrency=s.download_concurrency)
+                group = [
+                    replace(
+                        x,
+                        image_object=key(x.image_object),
+                        label_object=key(x.label_object) if x.label_object else None,
+                    )
+                    for x in group
+                ]
+            keyed += group
+            merged.paths.update({key(n): p for n, p in got.paths.items()})
+            merged.missing.update({key(n): why for n, why in got.missing.items()})
+            merged.downloaded += got.downloaded
+            merged.cached += got.cached
+            merged.bytes_downloaded += got.bytes_downloaded
+        trimmed = cache.trim(s.cache_max_bytes, keep=merged.paths.values()) if s.cache_max_bytes else None
+        order = {x.id: i for i, x in enumerate(records)}
+        return sorted(keyed, key=lambda x: order[x.id]), merged, trimmed
+
     def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
         s, r = self.s, self.report
         self.reporter.progress("Downloading", force=True)
         with r.step("download") as f:
-            cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
-            names = [x.image_object for x in records] + [x.label_object for x in records if x.label_object]
-            fetched = cache.fetch(names, concurrency=s.download_concurrency)
-            evicted = 0
-            if s.cache_max_bytes:
-                trimmed = cache.trim(s.cache_max_bytes, keep=fetched.paths.values())
-                evicted = trimmed.removed
+            keyed, fetched, trimmed = self._fetch(records, source)
+            evicted = trimmed.removed if trimmed else 0
+            if trimmed:
                 f.update(cache_evicted=evicted, cache_bytes=trimmed.bytes_kept)
             f.update(
-                objects=len(names),
+                objects=len(fetched.paths) + len(fetched.missing),
                 downloaded=fetched.downloaded,
                 cached=fetched.cached,
                 missing=len(fetched.missing),
@@ -250,7 +328,12 @@ class Job:
         self.reporter.progress("BuildingDataset", force=True)
         with r.step("dataset") as f:
             splits = assign_splits(records, s.train_split)
-            ds = write_dataset(self.work / "dataset", records, fetched.paths, splits, fetched.missing)
+            ds = write_dataset(self.work / "dataset", keyed, fetched.paths, splits, fetched.missing)
+            self.locations = {
+                x.id: SampleLocation(x.source, x.image_object, x.label_object)
+                for x in records
+                if x.source and x.id in ds.splits
+            }
             r.data = {
                 "train": ds.counts["train"],
                 "val": ds.counts["val"],
@@ -433,6 +516,7 @@ class Job:
                 data_cutoff=cutoff,
                 report=r.as_dict(),
                 samples=samples,
+                locations=self.locations,
             )
             self.reserved = None
             promoted, current = False, reg.latest()
@@ -457,7 +541,13 @@ class Job:
                 "reason": reason,
                 "mode": s.promotion,
                 "latest": version_name(number) if promoted else (version_name(current) if current else None),
+                "outcome": "promoted"
+                if promoted
+                else (
+                    "superseded" if decision.promote else ("skipped" if s.promotion == "skip" else "refused")
+                ),
             }
+            r.promotion["summary"] = r.decision_line()
             reg.update_run_report(self.run_id, r.as_dict())
             f.update(version=version_name(number), promoted=promoted)
         if s.run_key:
@@ -468,6 +558,29 @@ class Job:
         except Exception as exc:  # noqa: BLE001 - a chart is a convenience, never a reason to fail the run
             log.warning(logfmt(event="chart_failed", error=str(exc)[:200]))
         shutil.rmtree(self.work / "train", ignore_errors=True)
+
+
+def dataset_uri(text: str) -> str:
+    """The URI a dataset's samples are recorded under: gs://bucket/prefix, or the folder's absolute path."""
+    if text.startswith("gs://"):
+        bucket, prefix = parse_gs_uri(text)
+        return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+    return str(Path(text).absolute())
+
+
+def open_dataset(uri: str) -> tuple[BlobStore, str]:
+    """(store, prefix) of a dataset URI as dataset_uri() writes it; a folder must exist (never created)."""
+    if uri.startswith("gs://"):
+        bucket, prefix = parse_gs_uri(uri)
+        return GCSBlobStore(bucket), prefix
+    if not Path(uri).is_dir():
+        raise EmptySelectionError(f"dataset folder {uri} does not exist")
+    return LocalBlobStore(Path(uri)), ""
+
+
+def _keyed(source: str, name: str) -> str:
+    # NUL never occurs in an object name (check_object_name refuses it): no clash with the run's own names.
+    return f"\x00{source}\x00{name}"
 
 
 def _class_counts(ds: DatasetResult, ids: set[str]) -> dict[str, int]:

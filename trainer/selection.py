@@ -23,6 +23,7 @@ class Record:
     detections: int = 1
     updated_at: datetime | None = None
     split_hint: str | None = None  # a dataset's own train/val folder, kept when present
+    source: str | None = None  # dataset mode: the dataset URI whose store holds the objects
 
 
 @dataclass

@@ -40,6 +40,7 @@ class Settings:
     train_split: float = 0.8
     min_detections: int = 1
     dataset: str | None = None
+    incremental: bool = False  # dataset mode: the dataset adds to what the deployed model learned
     replay_ratio: float = 1.0
     history_val: int = 1000
     # Promotion gate.
@@ -84,7 +85,7 @@ class Settings:
         """What a model version records about how it was made (no secrets)."""
         keep = (
             "epochs batch_size optimizer learning_rate img_size patience device base_model seed from_inferences "
-            "only_verified all_time train_split min_detections dataset replay_ratio history_val promotion "
+            "only_verified all_time train_split min_detections dataset incremental replay_ratio history_val promotion "
             "map50_tolerance class_ap_drop"
         ).split()
         values = asdict(self)
@@ -133,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         metavar="gs://bucket/prefix|NAME|PATH",
         help="train on a YOLO dataset: gs://bucket/prefix, a NAME in GCS_DATASETS_BUCKET, or a local folder",
+    )
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="with --dataset: the dataset is new data on top of the deployed model, not a complete set; "
+        "earlier datasets' training images are replayed (--replay-ratio) and their validation images "
+        "added (--history-val), as on incremental runs from inferences",
     )
     p.add_argument(
         "--replay-ratio",
@@ -232,6 +240,10 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError("no data source: pass --from-inferences or --dataset PATH|gs://bucket/prefix")
     if a.dataset and (a.only_verified or a.all_time):
         raise ConfigError("--only-verified and --all-time apply to --from-inferences, not to --dataset")
+    if a.incremental and not a.dataset:
+        raise ConfigError(
+            "--incremental applies to --dataset (runs from inferences are incremental unless --all-time)"
+        )
     if not 0 < a.train_split < 1:
         raise ConfigError(f"--train-split must be between 0 and 1 (exclusive), got {a.train_split}")
     for name in ("epochs", "batch_size", "img_size"):
@@ -305,6 +317,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         train_split=a.train_split,
         min_detections=a.min_detections,
         dataset=dataset,
+        incremental=a.incremental,
         replay_ratio=a.replay_ratio,
         history_val=a.history_val,
         promotion=a.promotion,

@@ -49,6 +49,12 @@ DATASET = "gs://datasets/waste"
         pytest.param(
             ["--dataset", DATASET, "--only-verified"], {}, ["--only-verified"], id="verified-dataset"
         ),
+        pytest.param(
+            ["--from-inferences", "--incremental"],
+            {"DATABASE_URL": PG},
+            ["--incremental", "--dataset"],
+            id="incremental-inferences",
+        ),
         pytest.param(["--from-inferences"], {}, ["DATABASE_URL"], id="inferences-no-db"),
         pytest.param(
             ["--from-inferences"], {"DATABASE_URL": "mysql://u:p@h/db"}, ["DATABASE_URL"], id="bad-db-scheme"
