@@ -87,3 +87,57 @@ def test_a_pod_runs_in_its_image_with_its_security_context_env_volumes_and_termi
     }
     assert "probe done" in kubelet.logs_of(namespace, "probe")
     assert not images.podman("ps", "--all", "--filter", "label=io.kubernetes.pod.name=probe", "-q").strip()
+
+
+def test_the_pod_status_shows_an_oom_kill_and_a_deleted_pod_gets_sigterm(
+    control_plane, kubelet, namespace, images
+):
+    core = client.CoreV1Api(control_plane.api_client())
+
+    def pod(name: str, code: str, **container) -> dict:
+        return {
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 20,
+                "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+                "containers": [{"name": "c", "image": images.operator, "command": ["python", "-c", code]}
+                               | container],
+            },
+        }  # fmt: skip
+
+    hog = "blocks = []\nwhile True: blocks.append(bytearray(16 * 2**20))"
+    polite = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)"
+    )
+    view = NamespaceView(kubelet, namespace, runtime=PodmanRuntime(images.podman))
+    try:
+        core.create_namespaced_pod(namespace, pod("hog", hog, resources={"limits": {"memory": "96Mi"}}))
+        core.create_namespaced_pod(namespace, pod("polite", polite))
+
+        def terminated(name: str):
+            found = core.read_namespaced_pod(name, namespace)
+            statuses = found.status.container_statuses or []
+            return statuses[0].state.terminated if statuses and statuses[0].state.terminated else None
+
+        oom = wait_for(lambda: terminated("hog"), timeout=120, message="the hog to be killed", interval=0.5)
+        assert (oom.reason, oom.exit_code) == ("OOMKilled", 137)
+
+        wait_for(lambda: "ready" in kubelet.logs_of(namespace, "polite"), 120, "the polite Pod to start")
+        core.delete_namespaced_pod("polite", namespace)
+
+        def gone() -> bool:
+            return not core.list_namespaced_pod(namespace, field_selector="metadata.name=polite").items
+
+        wait_for(gone, timeout=60, message="the deleted Pod to be removed", interval=0.5)
+    finally:
+        view.close()
+    # SIGTERM reached the container (its handler exits 42, not 137 after the grace period), and the
+    # containers are removed.
+    (worker,) = [w for w in kubelet.workers(namespace) if w.name == "polite"]
+    assert worker.handle.exit.exit_code == 42
+    assert not images.podman("ps", "--all", "--filter", f"label=io.kubernetes.pod.namespace={namespace}",
+                             "-q").strip()  # fmt: skip
