@@ -33,6 +33,10 @@ SMALL = {
 }
 
 
+def apply_run(control_plane, name: str, **spec) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=training_run(name, **spec))
+
+
 def training_run(name: str, **spec) -> str:
     return yaml.safe_dump(
         {
@@ -173,15 +177,11 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     api.add(3, "rejected")
 
     # First run: everything verified so far; the inference API is restarted with the new model.
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run(
-            "first",
-            source={"fromInferences": {"onlyVerified": True}},
-            restartDeployment={"name": "inference-api"},
-        ),
+    apply_run(
+        control_plane,
+        "first",
+        source={"fromInferences": {"onlyVerified": True}},
+        restartDeployment={"name": "inference-api"},
     )
     run = wait_phase(control_plane, "first")
     status = run["status"]
@@ -198,13 +198,8 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     # New feedback: the second run trains on the new records (plus replay) from v1 and publishes v2, forced
     # past the gate (whether a one-epoch model passes it is chance; the gate has its own tests).
     api.add(6, "verified")
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run(
-            "second", restartDeployment={"name": "inference-api"}, promotion={"mode": "force"}
-        ),
+    apply_run(
+        control_plane, "second", restartDeployment={"name": "inference-api"}, promotion={"mode": "force"}
     )
     status = wait_phase(control_plane, "second")["status"]
     assert status["phase"] == "Succeeded", status
@@ -223,7 +218,7 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
 
     # Nothing new: the run fails with a clear reason; latest is untouched.
     gen = models.get_blob("models/latest/yolov8n_waste.pt").generation
-    control_plane.kubectl("apply", "-f", "-", input=training_run("third"))
+    apply_run(control_plane, "third")
     status = wait_phase(control_plane, "third")["status"]
     assert status["phase"] == "Failed" and status["reason"] == "EmptySelection", status
     assert "no new verified or corrected inferences" in status["message"]
@@ -236,12 +231,7 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     for path in folder.rglob("*"):
         if path.is_file():
             datasets.blob("curated/" + path.relative_to(folder).as_posix()).upload_from_filename(str(path))
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run("curated", source={"dataset": {"uri": f"gs://{datasets.name}/curated"}}),
-    )
+    apply_run(control_plane, "curated", source={"dataset": {"uri": f"gs://{datasets.name}/curated"}})
     status = wait_phase(control_plane, "curated")["status"]
     assert status["phase"] == "Succeeded", status
     assert status["modelVersion"] == "v3" and status["dataset"]["selected"] == 12
@@ -262,15 +252,11 @@ def test_the_built_images_take_feedback_to_a_published_model_as_a_cluster_runs_t
         api, models, _, dsn, _ = cluster
         api.add(12, "verified")
         api.add(3, "pending")
-        control_plane.kubectl(
-            "apply",
-            "-f",
-            "-",
-            input=training_run(
-                "from-images",
-                source={"fromInferences": {"onlyVerified": True}},
-                resources={"gpus": 0, "cpu": "1", "memory": "4Gi"},
-            ),
+        apply_run(
+            control_plane,
+            "from-images",
+            source={"fromInferences": {"onlyVerified": True}},
+            resources={"gpus": 0, "cpu": "1", "memory": "4Gi"},
         )
         status = wait_phase(control_plane, "from-images", timeout=900)["status"]
         assert status["phase"] == "Succeeded", status
