@@ -8,8 +8,11 @@ counts it (`ultralytics_rejected`) and the registry does not list it as trained 
 from __future__ import annotations
 
 from collections.abc import Mapping
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ultralytics colours its log prefixes
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def read_label_caches(dataset_root: Path) -> dict[str, CacheSplit | None]:
             boxes = {Path(lb["im_file"]).name: len(lb["cls"]) for lb in cache["labels"]}
             # Messages name files by absolute path: relative to the dataset folder is what a person can use.
             root = f"{Path(dataset_root).absolute()}/"
-            messages = tuple(str(m).replace(root, "") for m in cache.get("msgs") or ())
+            messages = tuple(_ANSI.sub("", str(m)).replace(root, "") for m in cache.get("msgs") or ())
             out[split] = CacheSplit(boxes=boxes, messages=messages)
         except Exception:  # noqa: BLE001 - no cache (nothing to scan) or an unreadable one: say so, not fail
             out[split] = None

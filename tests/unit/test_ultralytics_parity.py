@@ -90,6 +90,7 @@ def ultralytics_scan(tmp_path_factory):
 
     yolo.prepare_offline(tmp_path_factory.mktemp("ultralytics"))
     from ultralytics.data.dataset import YOLODataset
+    from ultralytics.utils import colorstr
 
     def scan(images_dir: Path) -> YOLODataset:
         ds = YOLODataset(
@@ -99,6 +100,7 @@ def ultralytics_scan(tmp_path_factory):
             imgsz=64,
             augment=False,
             batch_size=4,
+            prefix=colorstr("scan: "),  # coloured, as in a training run's messages
         )
         for i in range(len(ds)):
             ds[i]  # the training loader's own image read (OpenCV): it must not fail on anything written
@@ -187,5 +189,7 @@ def test_reconcile_reports_an_image_ultralytics_dropped_that_passed_our_checks(u
 
     rec = reconcile(result.written, read_label_caches(tmp_path / "ds"))
     assert [(rid, split) for rid, split, _ in rec.dropped] == [(result.written[victim][0], "train")]
-    assert "<10 pixels" in rec.dropped[0][2] and str(tmp_path) not in rec.dropped[0][2]
+    why = rec.dropped[0][2]
+    assert "images/train/" in why and "<10 pixels" in why, why
+    assert "\x1b" not in why and str(tmp_path) not in why  # no colour codes, no absolute path
     assert rec.unavailable == ["val"]
