@@ -9,7 +9,6 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from trainer import CLASS_NAMES
 from trainer.files import write_text_atomic
 from trainer.images import ImageInfo, check_image
 from trainer.labels import BadSample, read_label
+from trainer.parallel import bounded_map
 from trainer.plan import Candidate, plan_dataset
 from trainer.selection import Record
 
@@ -132,8 +132,7 @@ def write_dataset(
             return exc
 
     images = list({files[r.image_object] for r in records if r.image_object in files})
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        verdicts = dict(zip(images, pool.map(verdict, images), strict=True))
+    verdicts = dict(zip(images, bounded_map(verdict, images, min(8, os.cpu_count() or 1)), strict=True))
 
     candidates: list[Candidate] = []
     for record in records:

@@ -7,8 +7,8 @@ counts it (`ultralytics_rejected`) and the registry does not list it as trained 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
