@@ -22,7 +22,7 @@ import urllib3
 from trainer.errors import ConfigError, StorageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlobInfo:
     name: str
     generation: int

@@ -51,7 +51,7 @@ _MAGIC: list[tuple[int, bytes, str]] = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageInfo:
     suffix: str  # the file suffix of its real format
     sha256: str  # of the bytes: the same photo under two ids is one image

@@ -42,7 +42,7 @@ class BadSample(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Box:
     cls: int
     x: float
@@ -54,7 +54,7 @@ class Box:
         return f"{self.cls} {self.x:.6f} {self.y:.6f} {self.w:.6f} {self.h:.6f}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LabelFile:
     """The boxes to write, and what was changed on the way (Ultralytics would change the same)."""
 

@@ -23,7 +23,7 @@ from trainer.selection import Record, assign_splits
 _SPLIT_PRIORITY = {"val": 2, "train": 1}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """A record whose image and label both passed their checks."""
 
