@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer import basemodel
 from trainer.blobstore import BlobStore, GCSBlobStore, NotFound, parse_gs_uri
 from trainer.db import Database
 from trainer.errors import (
@@ -144,13 +145,16 @@ class Preflight:
     def base_model(self) -> None:
         if self.latest_exists:
             return
-        text = self.settings.base_model
-        if resolve_base_model(text, self.settings.local_dir) is None:
-            raise ModelUnavailableError(
-                f"preflight: base model {text!r} is not available offline and models/latest/ is empty: put "
-                f"the file at {self.settings.local_dir / 'weights' / text} (or pass --base-model "
-                "/path/to/weights.pt or gs://...), or pass --base-model yolov8n.yaml to train from scratch"
+        s = self.settings
+        if resolve_base_model(s.base_model, s.weights_dir, s.local_dir) is None:
+            message = basemodel.missing_message(
+                s.base_model,
+                s.weights_dir,
+                s.local_dir,
+                self.models.uri(LATEST_MODEL),
+                in_cluster=bool(s.run_key),
             )
+            raise ModelUnavailableError(f"preflight: {message}")
 
     def device(self) -> None:
         wanted = cuda_indices(self.settings.device) or [0]
@@ -165,9 +169,9 @@ class Preflight:
             )
 
 
-def resolve_base_model(text: str, local_dir: Path) -> str | None:
+def resolve_base_model(text: str, weights_dir: Path | None, local_dir: Path) -> str | None:
     """Where --base-model is found offline (a path or gs:// URI), or None. Mirrors the base-model step."""
-    if text.endswith((".yaml", ".yml")):
+    if basemodel.is_architecture(text):
         return text if Path(text).is_file() or _ultralytics_config(Path(text).name) else None
     if text.startswith("gs://"):
         bucket, name = parse_gs_uri(text)
@@ -175,7 +179,7 @@ def resolve_base_model(text: str, local_dir: Path) -> str | None:
             return text if GCSBlobStore(bucket).stat(name) is not None else None
         except TrainerError:
             return None
-    for candidate in (Path(text), local_dir / "weights" / text, Path("weights") / text):
+    for candidate in basemodel.weight_candidates(text, weights_dir, local_dir):
         if candidate.is_file():
             return str(candidate.absolute())
     return None

@@ -47,9 +47,21 @@ def test_auto_and_cpu_need_no_device_check(device):
 
 def test_a_base_model_is_found_offline_where_the_base_model_step_looks(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert resolve_base_model("yolov8n.yaml", tmp_path) == "yolov8n.yaml"  # Ultralytics ships yolov8.yaml
-    assert resolve_base_model("yolov99z.yaml", tmp_path) is None
-    assert resolve_base_model("yolov8n.pt", tmp_path) is None
+    assert (
+        resolve_base_model("yolov8n.yaml", None, tmp_path) == "yolov8n.yaml"
+    )  # Ultralytics ships yolov8.yaml
+    assert resolve_base_model("yolov99z.yaml", None, tmp_path) is None
+    assert resolve_base_model("yolov8n.pt", None, tmp_path) is None
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "yolov8n.pt").write_bytes(b"weights")
-    assert resolve_base_model("yolov8n.pt", tmp_path) == str(tmp_path / "weights" / "yolov8n.pt")
+    assert resolve_base_model("yolov8n.pt", None, tmp_path) == str(tmp_path / "weights" / "yolov8n.pt")
+
+
+def test_the_image_s_baked_weights_come_first(tmp_path, monkeypatch):
+    """TRAINER_WEIGHTS_DIR (the trainer image's /opt/weights) is where a Job's first run finds yolov8n.pt."""
+    monkeypatch.chdir(tmp_path)
+    baked = tmp_path / "opt-weights"
+    baked.mkdir()
+    (baked / "yolov8n.pt").write_bytes(b"weights")
+    assert resolve_base_model("yolov8n.pt", baked, tmp_path / "local") == str(baked / "yolov8n.pt")
+    assert resolve_base_model("yolov8s.pt", baked, tmp_path / "local") is None
