@@ -146,6 +146,9 @@ class Preflight:
         if self.latest_exists:
             return
         s = self.settings
+        if s.base_model.startswith("gs://"):
+            self._gs_base_model(s.base_model)
+            return
         if resolve_base_model(s.base_model, s.weights_dir, s.local_dir) is None:
             message = basemodel.missing_message(
                 s.base_model,
@@ -155,6 +158,19 @@ class Preflight:
                 in_cluster=bool(s.run_key),
             )
             raise ModelUnavailableError(f"preflight: {message}")
+
+    def _gs_base_model(self, uri: str) -> None:
+        """Your own weights: they must exist (the same words as the base-model step) and be readable."""
+        bucket, name = parse_gs_uri(uri)
+        try:
+            found = GCSBlobStore(bucket).stat(name) is not None
+        except StorageError as exc:
+            raise ModelUnavailableError(f"preflight: base model {uri} cannot be read: {exc}") from None
+        if not found:
+            raise ModelUnavailableError(
+                f"preflight: base model {uri} does not exist (spec.baseModel / --base-model): upload your "
+                "weights there, or name another object"
+            )
 
     def device(self) -> None:
         wanted = cuda_indices(self.settings.device) or [0]
