@@ -18,11 +18,13 @@ from trainer.db import Database, connect, migrate
 from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
 from trainer.fetch import FetchResult, ObjectCache, TrimResult
 from trainer.gate import decide_promotion
+from trainer.preflight import Preflight
 from trainer.progress import StatusReporter
 from trainer.publish import CHECKPOINTS, LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
+from trainer.reconcile import read_label_caches, reconcile
 from trainer.registry import Registry, SampleLocation, version_name
 from trainer.report import RunReport, logfmt
-from trainer.selection import Record, assign_splits, sample_replay, select
+from trainer.selection import Record, fill, sample_replay, select
 from trainer.settings import Settings
 from trainer.sources import (
     dataset_records,
@@ -119,12 +121,14 @@ class Job:
                 setattr(r, key, earlier.get(key) or getattr(r, key))
             return
         self.models = self._store(s.models_bucket, "models-bucket")
+        self._preflight()
         with r.step("tidy") as f:
             f.update(self._tidy())
         records, source, cutoff, replayed = self._select()
         dataset = self._build(records, source, replayed)
         base_path, base_version = self._base_model()
         outcome = self._train(base_path)
+        self._reconcile(dataset)
         challenger = outcome.metrics
         champion = self._evaluate_champion(base_path, base_version, dataset)
         decision = decide_promotion(
@@ -168,6 +172,42 @@ class Job:
         return counts
 
     # Steps ---------------------------------------------------------------------------------------------
+    def _preflight(self) -> None:
+        """Every resource the run needs, before any download or GPU time (trainer/preflight.py)."""
+        s = self.s
+        with self.report.step("preflight") as f:
+            check = Preflight(
+                settings=s,
+                db=self.db,
+                models=self.models,
+                images=self._store(s.images_bucket, "images-bucket") if s.from_inferences else None,
+            )
+            try:
+                check.run()
+            finally:
+                self.report.preflight = dict(check.timings)
+                f.update(checks=",".join(check.timings))
+
+    def _reconcile(self, ds: DatasetResult) -> None:
+        """Ultralytics' own verdicts from its label cache: what it dropped is counted, and not registered."""
+        r = self.report
+        with r.step("reconcile") as f:
+            rec = reconcile(ds.written, read_label_caches(ds.root))
+            for record_id, split, why in rec.dropped:
+                ds.splits.pop(record_id, None)
+                ds.classes.pop(record_id, None)
+                ds.counts[split] -= 1
+                r.data[split] = ds.counts[split]
+                r.data["skipped"]["ultralytics_rejected"] = (
+                    r.data["skipped"].get("ultralytics_rejected", 0) + 1
+                )
+                if len(r.data["skipped_examples"]) < 40:
+                    r.data["skipped_examples"].append(f"{record_id}: ultralytics_rejected: {why}"[:300])
+            r.data["ultralytics_check"] = rec.summary()
+            f.update(**rec.summary())
+            if rec.dropped:
+                log.warning(logfmt(event="ultralytics_dropped", run=self.run_id, images=len(rec.dropped)))
+
     def _select(self) -> tuple[list[Record], BlobStore, datetime | None, set[str]]:
         s, r = self.s, self.report
         with r.step("select") as f:
@@ -179,25 +219,38 @@ class Job:
                     min_detections=s.min_detections,
                 )
                 source = self._store(s.images_bucket, "images-bucket")
+                new_ids = {x.id for x in sel.selected}
                 replay: list[Record] = []
-                if since is not None and s.replay_ratio > 0 and sel.selected:
-                    want = round(s.replay_ratio * len(sel.selected))
-                    ids = sample_replay(
-                        self.registry.replay_pool(), want, s.seed, exclude={x.id for x in sel.selected}
-                    )
-                    replay = inference_records_by_id(self.db, ids)
+                want_replay = round(s.replay_ratio * len(sel.selected)) if since is not None else 0
+                if want_replay:
+                    # The whole pool in the stratified order, filled up to the count asked for: a record
+                    # rejected since it was trained on is replaced by the next one, not lost.
+                    pool = self.registry.replay_pool()
+                    order = sample_replay(pool, len(pool), s.seed, exclude=new_ids)
+                    replay = [
+                        replace(x, split_hint="train")  # earlier training images stay training images
+                        for x in fill(order, want_replay, lambda ids: inference_records_by_id(self.db, ids))
+                    ]
                 history: list[Record] = []
-                if since is not None and s.history_val > 0 and sel.selected:
+                want_history = s.history_val if since is not None and sel.selected else 0
+                if want_history:
                     # The validation images of earlier runs stay validation images: champion and challenger
                     # are then also compared on the classes the new data lacks, so forgetting shows.
-                    taken = {x.id for x in sel.selected} | {x.id for x in replay}
-                    ids = sample_replay(self.registry.validation_pool(), s.history_val, s.seed, exclude=taken)
-                    history = [replace(x, split_hint="val") for x in inference_records_by_id(self.db, ids)]
+                    pool = self.registry.validation_pool()
+                    taken = new_ids | {x.id for x in replay}
+                    order = sample_replay(pool, len(pool), s.seed, exclude=taken)
+                    history = [
+                        replace(x, split_hint="val")
+                        for x in fill(order, want_history, lambda ids: inference_records_by_id(self.db, ids))
+                    ]
                 r.selection = {
                     "since": since.isoformat() if since else None,
                     **sel.counts,
+                    "selected": len(sel.selected) + len(replay) + len(history),
                     "new": len(sel.selected),
+                    "replay_requested": want_replay,
                     "replayed": len(replay),
+                    "history_val_requested": want_history,
                     "history_val": len(history),
                     "cutoff": sel.cutoff.isoformat() if sel.cutoff else None,
                 }
@@ -237,6 +290,7 @@ class Job:
                 selected=len(records),
                 new=r.selection["new"],
                 replayed=r.selection["replayed"],
+                replay_requested=r.selection.get("replay_requested", 0),
                 history_val=r.selection.get("history_val", 0),
             )
         return records, source, cutoff, replayed
@@ -327,8 +381,15 @@ class Job:
             )
         self.reporter.progress("BuildingDataset", force=True)
         with r.step("dataset") as f:
-            splits = assign_splits(records, s.train_split)
-            ds = write_dataset(self.work / "dataset", keyed, fetched.paths, splits, fetched.missing)
+            ds = write_dataset(
+                self.work / "dataset",
+                keyed,
+                fetched.paths,
+                s.train_split,
+                fetched.missing,
+                allow_background=s.min_detections == 0,
+                background_share=s.background_share,
+            )
             self.locations = {
                 x.id: SampleLocation(x.source, x.image_object, x.label_object)
                 for x in records
@@ -339,6 +400,8 @@ class Job:
                 "val": ds.counts["val"],
                 "skipped": ds.skipped,
                 "skipped_examples": ds.skipped_examples,
+                "backgrounds": ds.backgrounds,
+                "altered": ds.altered,
                 "downloaded": fetched.downloaded,
                 "cached": fetched.cached,
                 "bytes_downloaded": fetched.bytes_downloaded,

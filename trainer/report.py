@@ -43,6 +43,7 @@ class RunReport:
     status: str = "Running"
     reason: str = ""
     message: str = ""
+    preflight: dict[str, float] = field(default_factory=dict)  # check -> seconds
     selection: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)

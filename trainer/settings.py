@@ -39,6 +39,7 @@ class Settings:
     all_time: bool = False
     train_split: float = 0.8
     min_detections: int = 1
+    background_share: float = 0.1  # with min_detections 0: the most background images may make up
     dataset: str | None = None
     incremental: bool = False  # dataset mode: the dataset adds to what the deployed model learned
     replay_ratio: float = 1.0
@@ -85,7 +86,8 @@ class Settings:
         """What a model version records about how it was made (no secrets)."""
         keep = (
             "epochs batch_size optimizer learning_rate img_size patience device base_model seed from_inferences "
-            "only_verified all_time train_split min_detections dataset incremental replay_ratio history_val promotion "
+            "only_verified all_time train_split min_detections background_share dataset incremental replay_ratio "
+            "history_val promotion "
             "map50_tolerance class_ap_drop"
         ).split()
         values = asdict(self)
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-split", type=float, default=0.8, help="fraction of samples used for training")
     p.add_argument("--min-detections", type=int, default=1, help="skip records with fewer boxes")
+    p.add_argument(
+        "--background-share",
+        type=float,
+        default=0.1,
+        help="with --min-detections 0, records whose label file has no boxes train as background images "
+        "(negatives against false positives), at most this share of the images (default 0.1)",
+    )
     p.add_argument(
         "--dataset",
         metavar="gs://bucket/prefix|NAME|PATH",
@@ -262,6 +271,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError("--patience and --min-detections must not be negative")
     if a.history_val < 0:
         raise ConfigError(f"--history-val must not be negative, got {a.history_val}")
+    if not 0 <= a.background_share < 1:
+        raise ConfigError(f"--background-share must be at least 0 and below 1, got {a.background_share}")
     if not 0 <= a.replay_ratio <= 10:
         raise ConfigError(f"--replay-ratio must be between 0 and 10, got {a.replay_ratio}")
 
@@ -316,6 +327,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         all_time=a.all_time,
         train_split=a.train_split,
         min_detections=a.min_detections,
+        background_share=a.background_share,
         dataset=dataset,
         incremental=a.incremental,
         replay_ratio=a.replay_ratio,
