@@ -1,5 +1,5 @@
-"""Pytest plugin: the real control plane (`control_plane`), the process kubelet (`kubelet`), fresh
-namespaces.
+"""Pytest plugin: the real control plane (`control_plane`), the process kubelet (`kubelet`), Kueue's
+manager (`kueue`), fresh namespaces.
 
 Loaded from tests/conftest.py. The control plane and the kubelet start lazily, once per session, on the
 first test that asks for them; the binaries are built by build.sh on first use (20-25 min) and cached
@@ -18,10 +18,12 @@ import pytest
 from kubernetes import client
 
 from tests.controlplane.kubelet import Kubelet
+from tests.controlplane.kueue import KueueManager
+from tests.controlplane.kueue import build as build_kueue
 from tests.controlplane.server import ControlPlane, build_binaries
 from tests.controlplane.util import wait_for
 
-__all__ = ["ControlPlane", "Kubelet", "control_plane", "kubelet", "namespace"]
+__all__ = ["ControlPlane", "KueueManager", "Kubelet", "control_plane", "kubelet", "kueue", "namespace"]
 
 _started: list[ControlPlane] = []
 
@@ -65,6 +67,20 @@ def kubelet(control_plane: ControlPlane) -> Iterator[Kubelet]:
         node.stop()
     if node.errors:  # a bug of the kubelet, not of the code under test
         raise RuntimeError("process kubelet errors:\n" + "\n".join(node.errors))
+
+
+@pytest.fixture(scope="session")
+def kueue(control_plane: ControlPlane) -> Iterator[KueueManager]:
+    """Kueue's real manager (tests/controlplane/kueue) with its CRDs, against the control plane; built by
+    kueue/build.sh on first use (about 4 min) and cached beside the control plane's binaries."""
+    workdir = control_plane.workdir / "kueue"
+    workdir.mkdir(exist_ok=True)
+    manager = KueueManager(control_plane, build_kueue(workdir / "build.log"), workdir)
+    try:
+        manager.start()
+        yield manager
+    finally:
+        manager.stop()
 
 
 @pytest.fixture
