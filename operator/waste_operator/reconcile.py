@@ -20,7 +20,7 @@ from .config import OperatorConfig, image_allowed
 from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
-from .queueing import active, job_queue, queue_events
+from .queueing import active, job_queue, queue_events, queue_name
 from .rollout import (
     restart_deployment,
     restart_due,
@@ -163,7 +163,11 @@ def _reconcile(
         message = f"spec.image {image} is not an allowed trainer image ({allowed}; TRAINER_IMAGE_PREFIXES)"
         _write(ctx, run, _failed(run, "ImageNotAllowed", message, ctx.clock()), rlog)
         return
-    if not status.get("jobName"):
+    queue = queue_name(run, ctx.config.default_queue_name)
+    if not status.get("jobName") and queue and (run.get("spec") or {}).get("suspend"):
+        # A queued run enters its queue when it is resumed: Kueue would admit (unsuspend) a Job created now.
+        job = None
+    elif not status.get("jobName"):
         # Never recorded (status.jobName is written right after creation): create it now, or find the one
         # an earlier pass created before it could record it (409). A Job that existed and is gone is not
         # recreated: status_from ends the run instead.
