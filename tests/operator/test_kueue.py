@@ -203,3 +203,17 @@ def test_a_higher_priority_run_preempts_and_the_preempted_run_resumes_from_its_c
     assert done["queue"]["preemptions"] == 1 and done["queue"]["admitted"] is True
     admitted = [e for e in events(api, ns, "routine") if e[1] == "Admitted"]
     assert len(admitted) == 2, admitted  # first admission, and again after the preemption
+
+
+def test_workload_access_comes_only_with_the_kueue_component(control_plane, run_namespace):
+    operator = control_plane.service_account_kubeconfig(run_namespace, "waste-operator")
+
+    def can(verb: str, namespace: str = run_namespace) -> bool:
+        args = ("auth", "can-i", verb, "workloads.kueue.x-k8s.io", "-n", namespace)
+        return control_plane.kubectl(*args, kubeconfig=operator, check=False).stdout.strip() == "yes"
+
+    assert not can("get"), "manifests/ alone grant nothing on Workloads"
+    control_plane.kubectl("apply", "-f", "-", input=workload_rbac(run_namespace))
+    assert can("get") and can("watch") and can("patch")
+    assert not can("create") and not can("delete") and not can("update")
+    assert not can("get", "default"), "its own namespace only"
