@@ -180,7 +180,9 @@ def workload_changed(namespace: str, type: str | None, body: kopf.Body, memo: ko
         job = memo.ctx.kube.get_job(namespace, job_name)
         labels = ((job or {}).get("metadata") or {}).get("labels") or {}
         if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(RUN_LABEL):
-            _reconcile(memo, namespace, labels[RUN_LABEL], job=job)
+            # The pass reads the Job again under the run's lock: this copy may be older than what a pass
+            # for the Job's own event (Kueue unsuspending it) has seen meanwhile.
+            _reconcile(memo, namespace, labels[RUN_LABEL])
 
 
 # Registered only where the operator may read Workloads (manifests/components/kueue): a watch it may not

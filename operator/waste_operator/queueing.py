@@ -46,7 +46,8 @@ def _true(obj: dict | None, kind: str) -> dict | None:
 
 
 def admitted(workload: dict | None) -> bool:
-    return _true(workload, "Admitted") is not None
+    """Admitted and not being evicted (Kueue keeps Admitted true until the evicted Job has stopped)."""
+    return _true(workload, "Admitted") is not None and _true(workload, "Evicted") is None
 
 
 def active(workload: dict | None) -> bool:
@@ -80,22 +81,22 @@ def waiting(queue: str, workload: dict | None, problem: str | None = None) -> tu
         return "WorkloadUnreadable", f"LocalQueue {queue}: {problem}"
     if workload is None:
         return "WaitingForWorkload", f"LocalQueue {queue}: Kueue has not created the Job's Workload yet"
-    if admitted(workload):
-        where = ((workload.get("status") or {}).get("admission") or {}).get("clusterQueue") or "?"
-        return "Admitted", f"LocalQueue {queue}: admitted by ClusterQueue {where}; the Job starts"
     if not active(workload):
         return "Deactivated", f"LocalQueue {queue}: the Workload is deactivated (spec.active is false)"
     evicted = _true(workload, "Evicted")
     reserved = _condition(workload, "QuotaReserved")
     if evicted is not None and (reserved is None or reserved.get("status") != "False"):
         # Preempted and not yet back in the queue: Kueue is still stopping the Job.
-        return evicted.get(
-            "reason"
-        ) or "Evicted", f"LocalQueue {queue}: {evicted.get('message') or 'evicted'}"
+        message = evicted.get("message") or "evicted"
+        return evicted.get("reason") or "Evicted", f"LocalQueue {queue}: {message}"
+    if admitted(workload):
+        where = ((workload.get("status") or {}).get("admission") or {}).get("clusterQueue") or "?"
+        return "Admitted", f"LocalQueue {queue}: admitted by ClusterQueue {where}; the Job starts"
     if reserved is not None and reserved.get("status") == "True":
         return "WaitingForAdmissionChecks", f"LocalQueue {queue}: quota reserved, admission checks pending"
-    message = (reserved or {}).get("message") or "waiting for quota"
-    return "WaitingForQuota", f"LocalQueue {queue}: {message}"
+    if reserved is None:
+        return "Queued", f"LocalQueue {queue}: Kueue has not tried to reserve quota yet"
+    return "WaitingForQuota", f"LocalQueue {queue}: {reserved.get('message') or 'waiting for quota'}"
 
 
 def queue_status(queue: str, job: dict, workload: dict | None, previous: dict | None) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def queue_status(queue: str, job: dict, workload: dict | None, previous: dict | 
         "workload": (workload or {}).get("metadata", {}).get("name"),
         "clusterQueue": admission.get("clusterQueue") or previous.get("clusterQueue"),
         "priorityClass": labels.get(PRIORITY_LABEL),
-        "admitted": admitted(workload),
+        # Kueue releases a finished Workload's quota (Admitted turns false): the run keeps what it was.
+        "admitted": bool(previous.get("admitted")) if _true(workload, "Finished") else admitted(workload),
         # Never lower than what was seen: a Workload created again (its Job changed) starts from zero.
         "preemptions": max(preemptions(workload), int(previous.get("preemptions") or 0)),
     }
