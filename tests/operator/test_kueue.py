@@ -116,7 +116,9 @@ def suspend_writers(job: dict) -> set[str]:
     }
 
 
-def test_two_gpu_runs_share_one_gpu_one_waits_with_kueues_reason_then_runs(queued, api, run_namespace):
+def test_two_gpu_runs_share_one_gpu_one_waits_with_kueues_reason_then_runs(
+    control_plane, queued, api, run_namespace
+):
     ns = run_namespace
     spec = {"epochs": 3, "resources": RESOURCES, "queueName": "gpu"}
     create_run(api, ns, "first", spec, {"epochDelay": 1.0})
@@ -139,6 +141,7 @@ def test_two_gpu_runs_share_one_gpu_one_waits_with_kueues_reason_then_runs(queue
     assert second["queue"]["admitted"] is False and second["queue"]["name"] == "gpu"
     waiting = [e for e in events(api, ns, "second") if e[1] == "WaitingForQuota"]
     assert waiting and waiting[0][0] == "Normal" and "insufficient unused quota" in waiting[0][2]
+    print("$ kubectl get tr -o wide\n" + control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout)
     job = job_of(api, ns, {"status": second})
     assert job["spec"]["suspend"] is True
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
@@ -160,7 +163,7 @@ def test_two_gpu_runs_share_one_gpu_one_waits_with_kueues_reason_then_runs(queue
 
 
 def test_a_higher_priority_run_preempts_and_the_preempted_run_resumes_from_its_checkpoint(
-    queued, api, run_namespace, tmp_path
+    control_plane, queued, api, run_namespace, tmp_path
 ):
     ns = run_namespace
     checkpoints = tmp_path / "checkpoints"
@@ -203,6 +206,7 @@ def test_a_higher_priority_run_preempts_and_the_preempted_run_resumes_from_its_c
     assert done["queue"]["preemptions"] == 1 and done["queue"]["admitted"] is True
     admitted = [e for e in events(api, ns, "routine") if e[1] == "Admitted"]
     assert len(admitted) == 2, admitted  # first admission, and again after the preemption
+    print("$ kubectl get tr -o wide\n" + control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout)
 
 
 def test_workload_access_comes_only_with_the_kueue_component(control_plane, run_namespace):
