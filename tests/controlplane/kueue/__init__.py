@@ -142,10 +142,8 @@ class KueueManager:
         self.cp.kubectl(
             "apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(docs)
         )
-        for doc in docs:
-            self.cp.kubectl(
-                "wait", "--for=condition=Established", f"crd/{doc['metadata']['name']}", "--timeout=30s"
-            )
+        names = [f"crd/{doc['metadata']['name']}" for doc in docs]
+        self.cp.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
 
     def start(self, timeout: float = 60.0) -> KueueManager:
         t0 = time.monotonic()
