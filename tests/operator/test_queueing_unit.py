@@ -142,3 +142,11 @@ def test_admission_is_one_event_and_the_run_follows_the_unsuspended_job(config):
     # Kueue unsuspended the Job: from here the run is Pending, then Running, as without a queue.
     new = status_from(queued_job(run, config, suspended=False), [], run, NOW, 900, admitted)
     assert new["phase"] == "Pending" and new["queue"]["admitted"] is True
+
+
+def test_the_workload_watch_is_off_unless_asked_for_and_a_typo_is_refused():
+    from waste_operator.config import watch_workloads
+
+    assert watch_workloads({}) is False and watch_workloads({"KUEUE_WORKLOADS": "watch"}) is True
+    with pytest.raises(ConfigError, match="KUEUE_WORKLOADS"):
+        watch_workloads({"KUEUE_WORKLOADS": "yes"})
