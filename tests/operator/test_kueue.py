@@ -221,3 +221,46 @@ def test_workload_access_comes_only_with_the_kueue_component(control_plane, run_
     assert can("get") and can("watch") and can("patch")
     assert not can("create") and not can("delete") and not can("update")
     assert not can("get", "default"), "its own namespace only"
+
+
+def test_suspending_a_queued_run_takes_it_out_of_the_queue_and_resuming_never_unsuspends_the_job(
+    queued, api, run_namespace
+):
+    ns = run_namespace
+    spec = {"epochs": 3, "resources": RESOURCES, "queueName": "gpu"}
+    create_run(api, ns, "holder", spec, {"epochDelay": 1.5})
+    wait_run(api.custom, ns, "holder", phase_is("Running"), 60, "the holder running")
+    create_run(api, ns, "waiter", spec, {"epochDelay": 0.2})
+    waiter = wait_run(api.custom, ns, "waiter", lambda s: s.get("reason") == "WaitingForQuota", 30)
+
+    def workload_active() -> bool | None:
+        job = job_of(api, ns, waiter)
+        listed = api.custom.list_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta1",
+            ns,
+            "workloads",
+            label_selector=f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}",
+        )["items"]
+        return listed[0]["spec"].get("active", True) if listed else None
+
+    # The run's own suspend: its Workload leaves the queue (spec.active false); Kueue's reason stays visible.
+    patch = {"spec": {"suspend": True}}
+    api.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "waiter", patch)
+    suspended = wait_run(api.custom, ns, "waiter", phase_is("Suspended"), 30)["status"]
+    assert suspended["reason"] == "Suspended" and "LocalQueue gpu" in suspended["message"], suspended
+    wait_for(lambda: workload_active() is False, 30, "the waiter's Workload deactivated")
+
+    # Resumed while the GPU is still taken: back in the queue, its Job still held by Kueue, not by us.
+    api.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, "waiter", {"spec": {"suspend": False}}
+    )
+    wait_run(api.custom, ns, "waiter", lambda s: s.get("phase") == "Queued", 30, "the waiter queued again")
+    wait_for(lambda: workload_active() is True, 30, "the waiter's Workload active again")
+    assert job_of(api, ns, waiter)["spec"]["suspend"] is True, "only Kueue may unsuspend a queued Job"
+    assert wait_run(api.custom, ns, "holder", phase_is("Running"), 5)
+
+    wait_run(api.custom, ns, "holder", phase_is("Succeeded"), 60)
+    wait_run(api.custom, ns, "waiter", phase_is("Succeeded"), 60, "the waiter admitted and done")
+    writers = suspend_writers(job_of(api, ns, waiter))
+    assert writers and all("kueue" in w.lower() for w in writers if w != "kube-controller-manager"), writers
