@@ -26,6 +26,7 @@ from tests.controlplane.util import wait_for
 __all__ = ["ControlPlane", "KueueManager", "Kubelet", "control_plane", "kubelet", "kueue", "namespace"]
 
 _started: list[ControlPlane] = []
+_kueues: list[KueueManager] = []
 
 
 def _interrupt(*_: object) -> None:
@@ -78,6 +79,7 @@ def kueue(control_plane: ControlPlane) -> Iterator[KueueManager]:
     manager = KueueManager(control_plane, build_kueue(workdir / "build.log"), workdir)
     try:
         manager.start()
+        _kueues.append(manager)
         yield manager
     finally:
         manager.stop()
@@ -109,4 +111,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"control plane: started in {cp.start_seconds:.2f} s ({cached}; build.sh took "
             f"{cp.build_seconds:.1f} s; binaries in {cp.bin_dir})"
+        )
+    for manager in _kueues:
+        terminalreporter.write_line(
+            f"kueue: started in {manager.start_seconds:.2f} s (the manager ready {manager.ready_seconds:.2f} s "
+            f"after its spawn, the rest installing its CRDs; {manager.folder})"
         )

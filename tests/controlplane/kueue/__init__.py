@@ -118,7 +118,8 @@ class KueueManager:
         self.metrics_port = free_port()
         self.log_path = self.workdir / "kueue.log"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start_seconds = float("nan")
+        self.start_seconds = float("nan")  # CRDs installed, Secret written and the manager ready
+        self.ready_seconds = float("nan")  # the manager process alone, from spawn to /readyz
 
     def install_crds(self, ca_bundle: bytes) -> None:
         docs = []
@@ -198,7 +199,9 @@ class KueueManager:
                 env=env,
             )
         _live.append(self.proc)
+        t1 = time.monotonic()
         self._wait_ready(t0 + timeout)
+        self.ready_seconds = time.monotonic() - t1
         self.start_seconds = time.monotonic() - t0
         return self
 
