@@ -264,3 +264,50 @@ def test_suspending_a_queued_run_takes_it_out_of_the_queue_and_resuming_never_un
     wait_run(api.custom, ns, "waiter", phase_is("Succeeded"), 60, "the waiter admitted and done")
     writers = suspend_writers(job_of(api, ns, waiter))
     assert writers and all("kueue" in w.lower() for w in writers if w != "kube-controller-manager"), writers
+
+
+def test_the_kueue_components_render_on_the_manifests_and_the_example_pool_is_valid_for_kueue(
+    control_plane, kueue, run_namespace, tmp_path
+):
+    """manifests/ with components/kueue and components/kueue-gpu-pool, as the README says to turn them on:
+    the Workload Role and the ConfigMap settings are there, and Kueue's own CRDs accept the example pool."""
+    import os
+
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    base = os.path.relpath(ROOT / "manifests", overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [base],
+                "components": [f"{base}/components/kueue", f"{base}/components/kueue-gpu-pool"],
+            }
+        )
+    )
+    rendered = control_plane.kubectl(
+        "kustomize", "--load-restrictor=LoadRestrictionsNone", str(overlay)
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    config = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "waste-operator-config"
+    )
+    assert config["data"]["KUEUE_WORKLOADS"] == "watch" and config["data"]["DEFAULT_QUEUE_NAME"] == "gpu"
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "waste-operator-kueue")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["kueue.x-k8s.io"],
+            "resources": ["workloads"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
+    pool = [d for d in docs if d["apiVersion"].startswith("kueue.x-k8s.io/")]
+    assert sorted(d["kind"] for d in pool) == [
+        "ClusterQueue", "LocalQueue", "ResourceFlavor", "WorkloadPriorityClass", "WorkloadPriorityClass"
+    ]  # fmt: skip
+    for doc in pool:
+        if doc["kind"] == "LocalQueue":
+            doc["metadata"]["namespace"] = run_namespace  # waste-detection may not exist in this session
+    control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(pool))
+    # Without the components nothing of Kueue is in the manifests.
+    plain = control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout
+    assert "kueue.x-k8s.io" not in plain.replace("kueue.x-k8s.io/", "")
