@@ -139,8 +139,13 @@ def test_two_gpu_runs_share_one_gpu_one_waits_with_kueues_reason_then_runs(
     assert "insufficient unused quota for nvidia.com/gpu" in second["message"], second
     assert "1 more needed" in second["message"] and second["message"].startswith("LocalQueue gpu: ")
     assert second["queue"]["admitted"] is False and second["queue"]["name"] == "gpu"
-    waiting = [e for e in events(api, ns, "second") if e[1] == "WaitingForQuota"]
-    assert waiting and waiting[0][0] == "Normal" and "insufficient unused quota" in waiting[0][2]
+    # the Event is posted just after the status is written
+    waiting = wait_for(
+        lambda: [e for e in events(api, ns, "second") if e[1] == "WaitingForQuota"],
+        10,
+        "the second run's WaitingForQuota Event",
+    )
+    assert waiting[0][0] == "Normal" and "insufficient unused quota" in waiting[0][2]
     print("$ kubectl get tr -o wide\n" + control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout)
     job = job_of(api, ns, {"status": second})
     assert job["spec"]["suspend"] is True
@@ -191,7 +196,9 @@ def test_a_higher_priority_run_preempts_and_the_preempted_run_resumes_from_its_c
     )["status"]
     assert preempted["queue"]["admitted"] is False
     assert "lastPreemptionTime" in preempted["queue"], preempted["queue"]
-    warnings = [e for e in events(api, ns, "routine") if e[1] == "Preempted"]
+    warnings = wait_for(
+        lambda: [e for e in events(api, ns, "routine") if e[1] == "Preempted"], 10, "the Preempted Event"
+    )
     assert len(warnings) == 1 and warnings[0][0] == "Warning" and "1 so far" in warnings[0][2], warnings
 
     urgent = wait_run(api.custom, ns, "urgent", phase_is("Succeeded"), 60, "the urgent run to succeed")

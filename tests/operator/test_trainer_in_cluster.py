@@ -46,7 +46,8 @@ def trainer_env(control_plane, run_namespace, postgres, gcs, tmp_path):
     return env, dsn, models
 
 
-ARGS = ["--from-inferences", "--only-verified", "--epochs", "1"]
+# From scratch: the base model resolves offline, so preflight passes and the run reaches its (empty) selection.
+ARGS = ["--from-inferences", "--only-verified", "--epochs", "1", "--base-model", "yolov8n.yaml"]
 
 
 def test_a_starting_trainer_ends_the_rows_and_checkpoints_of_runs_that_died_without_it(
