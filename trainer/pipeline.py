@@ -101,7 +101,7 @@ class Job:
         base_path, base_version = self._base_model()
         outcome = self._train(base_path)
         challenger = outcome.metrics
-        champion = self._evaluate_champion(base_path, base_version, dataset)
+        champion = self._evaluate_champion(base_path, base_version, dataset, outcome.sizing)
         decision = decide_promotion(
             s.promotion,
             champion,
@@ -272,21 +272,18 @@ class Job:
             r.training["resumed_from_epoch"] = _checkpoint_epoch(last)
         else:
             model = yolo.load_model(base)
-        best = {"map50": None}
+        from trainer.hooks import HookConfig
 
-        def on_epoch(u: yolo.EpochUpdate) -> None:
-            if u.map50 is not None and (best["map50"] is None or u.map50 > best["map50"]):
-                best["map50"] = float(u.map50)
-            self.reporter.progress("Training", u.epoch, u.epochs, best["map50"])
-            if (
-                s.run_key
-                and u.last
-                and u.last.is_file()
-                and u.epoch % max(1, s.checkpoint_every) == 0
-                and u.epoch < u.epochs
-            ):
-                self.models.upload_file(u.last, ckpt)  # survives preemption: the Job's retry resumes here
-
+        # Progress and checkpoint uploads happen in the training process (rank 0 when several GPUs train).
+        hooks = HookConfig(
+            outcome_path=str(self.work / "train-outcome.json"),
+            run_name=s.run_name,
+            run_namespace=s.run_namespace,
+            models_bucket=s.models_bucket,
+            local_dir=str(s.local_dir),
+            checkpoint_object=ckpt if s.run_key else None,
+            checkpoint_every=s.checkpoint_every,
+        )
         self.reporter.progress("Training", 0, s.epochs, force=True)
         with r.step("train", device=device, epochs=s.epochs) as f:
             outcome = yolo.train(
@@ -296,14 +293,26 @@ class Job:
                 settings=s,
                 device=device,
                 resume=resume_from is not None,
-                on_epoch=on_epoch,
+                hooks=hooks,
             )
-            r.training.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
-            f.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
+            r.training.update(
+                epochs_completed=outcome.epochs_completed,
+                early_stopped=outcome.early_stopped,
+                **outcome.sizing,
+            )
+            f.update(
+                epochs_completed=outcome.epochs_completed,
+                early_stopped=outcome.early_stopped,
+                batch=outcome.sizing["batch"],
+                workers=outcome.sizing["workers_per_process"],
+                processes=outcome.sizing["processes"],
+            )
         r.metrics = outcome.metrics
         return outcome
 
-    def _evaluate_champion(self, base: Path, base_version: int | None, ds: DatasetResult) -> dict | None:
+    def _evaluate_champion(
+        self, base: Path, base_version: int | None, ds: DatasetResult, sizing: dict
+    ) -> dict | None:
         from trainer import yolo
 
         if base_version is None or not base.is_file():
@@ -317,6 +326,10 @@ class Job:
                 settings=self.s,
                 device=yolo.resolve_device(self.s.device),
                 name="champion",
+                # The challenger's own validation batch and workers (per GPU process), so both are
+                # measured alike.
+                batch=max(1, sizing["batch"] // sizing["processes"]) * 2,
+                workers=sizing["workers_per_process"],
             )
             f.update(map50=metrics["map50"])
         self.report.champion = {"version": version_name(base_version), **metrics}

@@ -66,3 +66,36 @@ def test_termination_message_fallback() -> None:
     tail = kubelet.termination_message("", log, "FallbackToLogsOnError", 1)
     assert tail.splitlines()[0] == "line 20" and tail.endswith("line 99")
     assert len(kubelet.termination_message("x" * 5000, "", "File", 0)) == 4096
+
+
+def test_resource_field_refs_resolve_like_the_kubelet() -> None:
+    container = {
+        "name": "trainer",
+        "resources": {"requests": {"cpu": "1500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "env": [
+            {
+                "name": "CPU_M",
+                "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}},
+            },
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu"}}},
+            {
+                "name": "MEM_MI",
+                "valueFrom": {
+                    "resourceFieldRef": {
+                        "containerName": "trainer",
+                        "resource": "limits.memory",
+                        "divisor": "1Mi",
+                    }
+                },
+            },
+            {"name": "NONE", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        ],
+    }
+    pod = {**POD, "spec": {"containers": [container]}}
+    env = kubelet.container_env(pod, container, secrets, configmaps)
+    assert (env["CPU_M"], env["CPU"], env["MEM_MI"]) == (
+        "1500",
+        "2",
+        "2048",
+    )  # rounded up, as the kubelet does
+    assert "NONE" not in env
