@@ -17,6 +17,14 @@ if str(REPO) not in sys.path:
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 
+def waste6_dev() -> Path:
+    """../shared/data/waste6-dev next to the repository (or next to the folder of git worktrees)."""
+    for base in (REPO.parent, REPO.parent.parent):
+        if (base / "shared" / "data" / "waste6-dev").is_dir():
+            return base / "shared" / "data" / "waste6-dev"
+    return REPO.parent / "shared" / "data" / "waste6-dev"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

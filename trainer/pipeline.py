@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+import threading
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ class Job:
             settings.work_dir / "runs" / safe
         )  # deterministic: a retried Job resumes in the same place
         self.db: Database | None = None
+        self.warm_up = None  # trainer.yolo.WarmUp, started once there is something to train on
         self.registry: Registry | None = None
         self.models: BlobStore | None = None
         self.reserved: int | None = None
@@ -68,6 +70,8 @@ class Job:
             self.report.write(self.s.report_path, self.s.termination_log)
             if self.db is not None:
                 self.db.close()
+            if self.warm_up is not None:
+                self.warm_up.wait(60)  # a run that failed early: let its imports finish before exit
         return self.report
 
     def _record_failure(self) -> None:
@@ -183,6 +187,10 @@ class Job:
 
     def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
         s, r = self.s, self.report
+        from trainer import yolo
+
+        # Torch and Ultralytics import (and the GPUs are counted) while the images download.
+        self.warm_up = yolo.WarmUp(s.work_dir / "ultralytics", s.device)
         self.reporter.progress("Downloading", force=True)
         with r.step("download") as f:
             cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
@@ -259,8 +267,8 @@ class Job:
         from trainer import yolo
 
         s, r = self.s, self.report
-        yolo.prepare_offline(s.work_dir / "ultralytics")
-        device = yolo.resolve_device(s.device)
+        with r.step("warm_up"):  # what is left of the imports started with the download
+            device = self.warm_up.device()
         ckpt = checkpoint_prefix(self.run_id) + "last.pt"
         resume_from = self.models.stat(ckpt) if s.run_key else None
         r.training = {"epochs": s.epochs, "device": device, "resumed_from_epoch": None}
@@ -313,26 +321,36 @@ class Job:
     def _evaluate_champion(
         self, base: Path, base_version: int | None, ds: DatasetResult, sizing: dict
     ) -> dict | None:
-        from trainer import yolo
+        from trainer import champion, yolo
 
         if base_version is None or not base.is_file():
             return None
         self.reporter.progress("Evaluating", force=True)
+        # The challenger's own validation batch and workers (per GPU process), so both are measured alike.
+        batch = max(1, sizing["batch"] // sizing["processes"]) * 2
         with self.report.step("evaluate_champion", version=version_name(base_version)) as f:
-            metrics = yolo.evaluate(
-                base,
-                data_yaml=ds.data_yaml,
-                project=self.work,
-                settings=self.s,
-                device=yolo.resolve_device(self.s.device),
-                name="champion",
-                # The challenger's own validation batch and workers (per GPU process), so both are
-                # measured alike.
-                batch=max(1, sizing["batch"] // sizing["processes"]) * 2,
-                workers=sizing["workers_per_process"],
+            import ultralytics
+
+            key = champion.evaluation_key(
+                base, champion.validation_digest(ds.root), self.s.img_size, batch, ultralytics.__version__
             )
+            metrics = champion.load(self.models, base_version, key)
+            f.update(cached=metrics is not None)
+            if metrics is None:
+                metrics = yolo.evaluate(
+                    base,
+                    data_yaml=ds.data_yaml,
+                    project=self.work,
+                    settings=self.s,
+                    device=yolo.resolve_device(self.s.device),
+                    name="champion",
+                    batch=batch,
+                    workers=sizing["workers_per_process"],
+                )
+                champion.save(self.models, base_version, key, metrics)
             f.update(map50=metrics["map50"])
-        self.report.champion = {"version": version_name(base_version), **metrics}
+            cached = f["cached"]
+        self.report.champion = {"version": version_name(base_version), "cached": cached, **metrics}
         return metrics
 
     def _publish(
@@ -410,14 +428,21 @@ class Job:
             }
             reg.update_run_report(self.run_id, r.as_dict())
             f.update(version=version_name(number), promoted=promoted)
+        # The chart renders and uploads while the checkpoint and the training folder are removed.
+        drawing = threading.Thread(target=self._chart, args=(reg.versions(), number), name="chart")
+        drawing.start()
         if s.run_key:
             self.models.delete(checkpoint_prefix(self.run_id) + "last.pt")
+        shutil.rmtree(self.work / "train", ignore_errors=True)
+        with r.step("chart"):  # what is left of it
+            drawing.join()
+
+    def _chart(self, versions, number: int) -> None:
         try:
-            png = chart.render_per_class_chart(reg.versions(), self.work / "chart.png")
+            png = chart.render_per_class_chart(versions, self.work / "chart.png")
             self.models.upload_file(png, f"models/v{number}/map50_per_class.png")
         except Exception as exc:  # noqa: BLE001 - a chart is a convenience, never a reason to fail the run
             log.warning(logfmt(event="chart_failed", error=str(exc)[:200]))
-        shutil.rmtree(self.work / "train", ignore_errors=True)
 
 
 def _class_counts(ds: DatasetResult, ids: set[str]) -> dict[str, int]:

@@ -24,9 +24,10 @@ CPU_REQUEST_ENV = "TRAINER_CPU_REQUEST_MILLICORES"
 # Per-rank loader workers never exceed this: FIELD-NOTES measured 16 workers on a 16-core node as the
 # fastest setting for one H100; beyond it each worker adds its memory (WORKER_MEMORY) for no measured gain.
 MAX_WORKERS = 16
-# Resident memory one train-loader worker adds (mosaic, imgsz 640, no image cache): bench/loader.py
-# measured ~0.25 GB of unique memory per worker on CPU; rounded up for headroom.
-WORKER_MEMORY = 512 * 2**20
+# Memory one train-loader worker adds, beyond the images it holds: bench/loader.py measured ~70 MB of
+# unique memory (USS) per worker on top of its mosaic buffer (bench/RESULTS.md, "Data loader alone").
+WORKER_BASE_MEMORY = 128 * 2**20
+PREFETCH = 4  # batches each train-loader worker keeps ready in shared memory (Ultralytics' prefetch_factor)
 # Memory kept for the training process itself (model, optimizer, pinned batches, Ultralytics' caches).
 TRAINER_MEMORY = 4 * 2**30
 # batchSize auto on CUDA: images per GPU at imgsz 640. FIELD-NOTES (one H100, yolov8n): the GPU step
@@ -193,14 +194,24 @@ def read_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
 
 
 # Sizing rules ----------------------------------------------------------------------------------------
-def loader_workers(cpus: int, ranks: int, memory_limit: int | None = None) -> int:
+def worker_memory(batch_per_rank: int, imgsz: int) -> int:
+    """Bytes one train-loader worker may hold: its own base, the decoded images Ultralytics buffers for
+    mosaic (up to min(8 x batch, 1000), long side imgsz) and the batches it prefetches into shared memory
+    (which counts against the pod's memory limit too)."""
+    image = imgsz * imgsz * 3
+    return WORKER_BASE_MEMORY + (min(8 * batch_per_rank, 1000) + PREFETCH * batch_per_rank) * image
+
+
+def loader_workers(
+    cpus: int, ranks: int, memory_limit: int | None = None, batch_per_rank: int = 16, imgsz: int = 640
+) -> int:
     """Train-loader workers per rank (Ultralytics' `workers` is per process): the CPUs shared out among
-    the ranks, at most MAX_WORKERS, and no more than the memory left after the training processes holds."""
+    the ranks, at most MAX_WORKERS, and no more than fit in the memory the training processes leave."""
     ranks = max(1, ranks)
     workers = min(MAX_WORKERS, max(1, cpus // ranks))
     if memory_limit is not None:
         spare = memory_limit - ranks * TRAINER_MEMORY
-        workers = min(workers, max(1, spare // (ranks * WORKER_MEMORY)))
+        workers = min(workers, max(1, spare // (ranks * worker_memory(batch_per_rank, imgsz))))
     return int(workers)
 
 

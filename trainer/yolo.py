@@ -79,6 +79,46 @@ def prepare_offline(config_dir: Path) -> None:
     _prepared = config_dir
 
 
+class WarmUp:
+    """Imports torch, Ultralytics and matplotlib (5-6 s of CPU, measured in bench/fixed_costs.py) and
+    counts the GPUs in a background thread, so that they overlap the downloads instead of following them.
+    `device()` waits for it and raises what it raised (a --device naming a missing GPU, for one)."""
+
+    def __init__(self, config_dir: Path, device: str):
+        import threading
+
+        self._config_dir, self._requested = config_dir, device
+        self._device: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="warm-up", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            prepare_offline(self._config_dir)
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # the per-class chart at the end of the run
+            import ultralytics.models.yolo.detect  # noqa: F401
+
+            import trainer.hooks  # noqa: F401
+
+            self._device = resolve_device(self._requested)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of device()
+            self._error = exc
+
+    def device(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._device is not None
+        return self._device
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 def resolve_device(device: str) -> str:
     """--device -> Ultralytics' device string: auto and cuda take every GPU this process sees."""
     from trainer import resources
@@ -126,18 +166,23 @@ def size_run(settings, device: str, env: dict[str, str] | None = None) -> Sizing
 
     ranks = resources.ranks_of(device)
     budget = resources.read_cpu_budget(env)
-    workers = settings.workers
-    if workers is None:
-        workers = resources.loader_workers(budget.cpus, ranks, resources.read_memory_limit())
     batch = settings.batch_size
     if batch == "auto":
         # On CUDA Ultralytics' AutoBatch fits the GPU memory (hooks.WasteTrainer caps it); a CPU has no
         # memory to fit and barely cares about the batch.
         batch = -1 if device not in ("cpu", "mps") else resources.CPU_AUTO_BATCH
+        per_rank = resources.auto_batch_per_gpu(settings.img_size) if batch == -1 else batch
     elif batch < ranks:
         raise ConfigError(
             f"--batch-size {batch} is the total over all GPUs and cannot be shared among {ranks} GPUs: "
             f"use at least {ranks} (a multiple of {ranks}), or auto"
+        )
+    else:
+        per_rank = batch // ranks
+    workers = settings.workers
+    if workers is None:
+        workers = resources.loader_workers(
+            budget.cpus, ranks, resources.read_memory_limit(), per_rank, settings.img_size
         )
     return Sizing(batch=int(batch), workers=int(workers), ranks=ranks, cpu=budget.as_dict())
 

@@ -105,10 +105,14 @@ def test_workers_share_the_cpus_among_gpu_processes_and_stop_at_16():
 
 
 def test_workers_fit_in_the_memory_left_after_the_training_processes():
-    # 8 GiB, one process: 4 GiB for it leaves room for 8 workers of 0.5 GiB.
-    assert r.loader_workers(cpus=16, ranks=1, memory_limit=8 * GiB) == 8
-    assert r.loader_workers(cpus=16, ranks=1, memory_limit=64 * GiB) == 16
-    assert r.loader_workers(cpus=16, ranks=2, memory_limit=6 * GiB) == 1
+    # One worker at batch 16, 640 px: its base, a 128-image mosaic buffer and 4 prefetched batches.
+    per_worker = r.WORKER_BASE_MEMORY + (128 + 64) * 640 * 640 * 3
+    assert r.worker_memory(16, 640) == per_worker
+    # The default pod (16 GiB) leaves 12 GiB after the training process: 16 CPUs' worth of workers fit.
+    assert r.loader_workers(cpus=16, ranks=1, memory_limit=16 * GiB) == 16
+    # At batch 64 a worker holds 512 buffered + 256 prefetched images (~1 GiB): 12 GiB holds 11.
+    assert r.loader_workers(cpus=16, ranks=1, memory_limit=16 * GiB, batch_per_rank=64) == 11
+    assert r.loader_workers(cpus=16, ranks=2, memory_limit=9 * GiB) == 1  # never 0
 
 
 def test_auto_batch_is_64_per_gpu_at_640_and_the_same_pixels_elsewhere():
