@@ -18,10 +18,15 @@ RESULTS = REPO / "bench" / "RESULTS.md"
 
 
 def waste6_dev() -> Path:
-    """../shared/data/waste6-dev next to the repository (or next to the folder of git worktrees)."""
-    for base in (REPO.parent, REPO.parent.parent):
-        if (base / "shared" / "data" / "waste6-dev").is_dir():
-            return base / "shared" / "data" / "waste6-dev"
+    """../shared/data/waste6-dev next to the repository (or next to the folder of git worktrees), or the
+    copy a GPU check carries in the ignored folder .gl/waste6-dev."""
+    for candidate in (
+        REPO / ".gl" / "waste6-dev",
+        REPO.parent / "shared" / "data" / "waste6-dev",
+        REPO.parent.parent / "shared" / "data" / "waste6-dev",
+    ):
+        if candidate.is_dir():
+            return candidate
     return REPO.parent / "shared" / "data" / "waste6-dev"
 
 

@@ -4,8 +4,9 @@ The run shape of the GPU target (2,000 verified inferences, 4,000 objects, a cha
 compare against), on this machine: PostgreSQL and fake-gcs-server behind the loopback proxy of
 bench/data_stage.py (+--latency-ms per request, a cloud round trip), `python -m trainer --from-inferences
 --all-time` as a subprocess with a fresh work and download folder per run, as a new Job has. Training is
-scaled down on CPU (--epochs, --imgsz); every other part is the real one at the real size, and the
-champion is evaluated on the real 400-image validation split at the run's --imgsz.
+scaled down on CPU (--epochs, --imgsz: 1 and 64); every other part is the real one at the real size, and
+the champion is evaluated on the real 400-image validation split at the run's --imgsz (on CPU a stand-in
+for its GPU cost: one validation pass, like each epoch's).
 
 First a seed run publishes v1 (latest). Then --runs measured runs with --promotion skip, so latest stays
 v1 and each run meets the same champion on the same validation images (the second can reuse the first's
@@ -18,8 +19,8 @@ champion evaluation). Each part is printed as one JSON line:
 - exit: report written to process end (interpreter teardown);
 and a summary line with the wall time, the time outside `train`, and its share.
 
-    python bench/fixed_costs.py                                   # the repository's trainer, recorded
-    python bench/fixed_costs.py --trainer-path /tmp/before --label before   # e.g. main's trainer/
+    git -C /work/main archive main trainer | tar -x -C /tmp/before      # e.g. main's trainer/ as "before"
+    python bench/fixed_costs.py --trainer before=/tmp/before --trainer after=.   # alternating, recorded
     python bench/fixed_costs.py --quick --no-record
 """
 
@@ -91,12 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=1, help="training epochs (scaled down on CPU)")
-    ap.add_argument("--imgsz", type=int, default=160, help="training and evaluation size (scaled on CPU)")
+    ap.add_argument("--imgsz", type=int, default=64, help="training and evaluation size (scaled on CPU)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--runs", type=int, default=2, help="measured runs after the seed run")
     ap.add_argument("--latency-ms", type=float, default=20.0)
-    ap.add_argument("--trainer-path", type=Path, help="a folder holding the trainer/ package to measure")
-    ap.add_argument("--label", default="after", help="the name of this measurement in RESULTS.md")
+    ap.add_argument(
+        "--trainer",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a trainer/ package to measure, in the folder DIR (repeatable; the measured runs of all of them "
+        "alternate, so they share the machine's load alike). Default: this repository's, as 'after'",
+    )
     ap.add_argument("--quick", action="store_true", help="n=200, imgsz 64, one measured run")
     ap.add_argument("--no-record", action="store_true")
     a = ap.parse_args(argv)
@@ -108,63 +115,83 @@ def main(argv: list[str] | None = None) -> int:
     from tests.fixtures.services import start_gcs, start_postgres
     from trainer.db import connect
 
-    pythonpath = str((a.trainer_path or REPO).resolve())
+    trainers = dict(t.split("=", 1) for t in a.trainer) or {"after": str(REPO)}
+    trainers = {name: str(Path(path).resolve()) for name, path in trainers.items()}
     tmp = Path(tempfile.mkdtemp(prefix="wd-bench-fixed-"))
     pg = gcs = proxy = None
     load_start = os.getloadavg()[0]
     try:
         pg, gcs = start_postgres(), start_gcs()
-        dsn = pg.new_database()
-        pg.psql((REPO / "trainer" / "sql" / "inference_api.sql").read_text(), database=dsn.rsplit("/", 1)[1])
-        gcs.bucket("bench-images"), gcs.bucket("bench-models")
-        db = connect(dsn, tmp)
-        seed_data(gcs, db, "bench-images", a.n, 0, 7, datetime(2026, 11, 1, tzinfo=UTC))
-        db.close()
+        gcs.bucket("bench-images")
+        schema = (REPO / "trainer" / "sql" / "inference_api.sql").read_text()
+        dsns = {}
+        for name in trainers:
+            # Each trainer its own database (inferences and registry), models bucket and champion.
+            dsns[name] = pg.new_database()
+            pg.psql(schema, database=dsns[name].rsplit("/", 1)[1])
+            db = connect(dsns[name], tmp)
+            seed_data(gcs, db, "bench-images", a.n, 0, 7, datetime(2026, 11, 1, tzinfo=UTC))
+            db.close()
         proxy = ProxyProcess(gcs.endpoint, a.latency_ms / 1000)
         base_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_", "GCS_", "TRAININGRUN_"))},
-            "DATABASE_URL": dsn,
             "GCS_IMAGES_BUCKET": "bench-images",
-            "GCS_MODELS_BUCKET": "bench-models",
             "STORAGE_EMULATOR_HOST": proxy.endpoint,
-            "TRAINER_LOCAL_DIR": str(tmp),
-            "TRAINER_REPORT_PATH": str(tmp / "report.json"),
         }
+        envs = {}
         common = ["--from-inferences", "--only-verified", "--all-time", "--base-model", "yolov8n.yaml"]
-        seed_env = {**base_env, "TRAINER_WORK_DIR": str(tmp / "work-seed")}
-        run_job([*common, "--epochs", "1", "--img-size", "64", "--promotion", "force"], seed_env, pythonpath)
-        print("seed run done: v1 is latest", file=sys.stderr)
-        runs = []
-        for i in range(a.runs):
-            env = {**base_env, "TRAINER_WORK_DIR": str(tmp / f"work-{i}")}  # a new Job: empty /tmp
-            args = [
-                *common,
-                "--epochs",
-                str(a.epochs),
-                "--img-size",
-                str(a.imgsz),
-                "--batch-size",
-                str(a.batch),
-            ]
-            r = run_job([*args, "--promotion", "skip"], env, pythonpath)
-            for part, seconds in r["parts"].items():
-                print(
-                    json.dumps({"benchmark": "fixed_costs", "run": i + 1, "part": part, "seconds": seconds})
-                )
-            print(
-                json.dumps(
-                    {
-                        "benchmark": "fixed_costs",
-                        "run": i + 1,
-                        "summary": {k: v for k, v in r.items() if k != "parts"},
-                    }
-                )
+        for name in trainers:
+            gcs.bucket(f"bench-models-{name}")
+            local = tmp / name
+            local.mkdir()
+            envs[name] = {
+                **base_env,
+                "DATABASE_URL": dsns[name],
+                "GCS_MODELS_BUCKET": f"bench-models-{name}",
+                "TRAINER_LOCAL_DIR": str(local),
+                "TRAINER_REPORT_PATH": str(local / "report.json"),
+            }
+            seed = {**envs[name], "TRAINER_WORK_DIR": str(local / "work-seed")}
+            run_job(
+                [*common, "--epochs", "1", "--img-size", "64", "--promotion", "force"], seed, trainers[name]
             )
-            runs.append(r)
+            print(f"{name}: seed run done, v1 is latest", file=sys.stderr)
+        runs: dict[str, list[dict]] = {name: [] for name in trainers}
+        for i in range(a.runs):
+            for name, path in trainers.items():
+                env = {
+                    **envs[name],
+                    "TRAINER_WORK_DIR": str(tmp / name / f"work-{i}"),
+                }  # a new Job: empty /tmp
+                args = [
+                    *common,
+                    "--epochs",
+                    str(a.epochs),
+                    "--img-size",
+                    str(a.imgsz),
+                    "--batch-size",
+                    str(a.batch),
+                ]
+                r = run_job([*args, "--promotion", "skip"], env, path)
+                for part, seconds in r["parts"].items():
+                    line = {
+                        "benchmark": "fixed_costs",
+                        "trainer": name,
+                        "run": i + 1,
+                        "part": part,
+                        "seconds": seconds,
+                    }
+                    print(json.dumps(line), flush=True)
+                summary = {k: v for k, v in r.items() if k != "parts"}
+                print(
+                    json.dumps(
+                        {"benchmark": "fixed_costs", "trainer": name, "run": i + 1, "summary": summary}
+                    )
+                )
+                runs[name].append(r)
         result = {
             "benchmark": "fixed_costs",
-            "label": a.label,
-            "trainer": pythonpath,
+            "trainers": trainers,
             "n": a.n,
             "epochs": a.epochs,
             "imgsz": a.imgsz,
@@ -189,7 +216,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record(r: dict) -> None:
-    update_results(f"fixed_costs_{r['label']}", "```json\n" + json.dumps(r) + "\n```")
+    columns = [(name, i, run) for name, runs in r["runs"].items() for i, run in enumerate(runs, 1)]
+    parts: list[str] = []
+    for _, _, run in columns:
+        parts += [p for p in run["parts"] if p not in parts]
+    head = " | ".join(f"{name} run {i}" for name, i, _ in columns)
+    rows = []
+    for part in parts:
+        cells = " | ".join(str(run["parts"].get(part, "-")) for _, _, run in columns)
+        rows.append(f"| {part} | {cells} |")
+    for label, key in (
+        ("wall", "wall_s"),
+        ("outside train", "outside_train_s"),
+        ("outside share", "outside_train_share"),
+    ):
+        rows.append(f"| **{label}** | " + " | ".join(f"**{run[key]}**" for _, _, run in columns) + " |")
+    rows.append(
+        "| champion evaluation reused | "
+        + " | ".join(str(run["champion_cached"]) for _, _, run in columns)
+        + " |"
+    )
+    trainers = ", ".join(f"{k}: `{v}`" for k, v in r["trainers"].items())
+    text = f"""## Fixed costs of a run ({r["n"]} inferences, training scaled to {r["epochs"]} epoch at {r["imgsz"]} on CPU)
+
+`python bench/fixed_costs.py` on {r["date"]}, commit {r["commit"]}. Machine: {r["machine"]}; load average
+{r["load_start"]} at the start, {r["load_end"]} at the end. Trainers: {trainers}. PostgreSQL and fake-gcs-server
+behind +{r["latency_ms"]:g} ms per request; the measured runs of the trainers alternate. Seconds per part:
+
+| part | {head} |
+|---|{"---|" * len(columns)}
+{chr(10).join(rows)}
+
+```json
+{json.dumps(r)}
+```
+"""
+    update_results("fixed_costs", text)
 
 
 if __name__ == "__main__":
