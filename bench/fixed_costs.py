@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     trainers = {name: str(Path(path).resolve()) for name, path in trainers.items()}
     tmp = Path(tempfile.mkdtemp(prefix="wd-bench-fixed-"))
     pg = gcs = proxy = None
-    load_start = os.getloadavg()[0]
+    load_start, machine_text = os.getloadavg()[0], machine()
     try:
         pg, gcs = start_postgres(), start_gcs()
         gcs.bucket("bench-images")
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             "load_start": round(load_start, 1),
             "load_end": round(os.getloadavg()[0], 1),
-            "machine": machine(),
+            "machine": machine_text,
             "date": now(),
             "commit": commit(),
         }

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="wd-bench-loader-"))
     yolo.prepare_offline(tmp / "ultralytics")
-    load_start = os.getloadavg()[0]
+    load_start, machine_text = os.getloadavg()[0], machine()
     try:
         import yaml
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "load_start": round(load_start, 1),
             "load_end": round(os.getloadavg()[0], 1),
-            "machine": machine(),
+            "machine": machine_text,
             "date": now(),
             "commit": commit(),
         }
