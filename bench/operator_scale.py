@@ -2,9 +2,10 @@
 
 Measures, per run, create -> Job created and Job complete -> status Succeeded (p50, p99), and the operator's
 peak RSS (VmHWM). The operator runs as in the cluster (`python -m waste_operator`) with only its
-ServiceAccount's permissions. This benchmark plays the trainer and the Job controller itself (it patches the
-run's status.result, then marks the Job Complete as the Job controller would), so it measures the operator,
-not training.
+ServiceAccount's permissions. The runs are created suspended (the operator creates their Jobs suspended),
+then resumed together: the real Job controller, scheduler and the process kubelet run the Jobs, whose
+trainer is bench/standin (reports its result to the run's status and exits at once, no Kubernetes client),
+so it measures the operator, not training.
 
     python bench/operator_scale.py [--runs 100]
 
@@ -21,7 +22,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import commit, machine, now, update_results
@@ -56,6 +56,7 @@ def main() -> None:
 
     from kubernetes import client, watch
 
+    from tests.controlplane.kubelet import Kubelet, NamespaceView
     from tests.controlplane.server import ControlPlane, build_binaries
     from tests.operator.harness import OperatorProcess, prepare_namespace
 
@@ -64,6 +65,7 @@ def main() -> None:
     cp.start()
     ns = "bench"
     op = None
+    kubelet = Kubelet(cp, root=work / "kubelet").start()
     try:
         api = cp.api_client()
         core, batch, custom = client.CoreV1Api(api), client.BatchV1Api(api), client.CustomObjectsApi(api)
@@ -73,7 +75,9 @@ def main() -> None:
         )
         cp.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
         prepare_namespace(cp, ns)
-        op = OperatorProcess(cp, ns, work, stuck_seconds=900).start()
+        NamespaceView(kubelet, ns, cwd=Path(__file__).resolve().parent / "standin")
+        # The production resync period: the tests' 1 s would re-read a hundred unfinished runs every second.
+        op = OperatorProcess(cp, ns, work, stuck_seconds=900, extra_env={"RESYNC_SECONDS": "30"}).start()
 
         created: dict[str, float] = {}
         job_seen: dict[str, float] = {}
@@ -99,6 +103,13 @@ def main() -> None:
                     run = labels.get("training.wastedetection.io/trainingrun")
                     if run and run not in job_seen:
                         job_seen[run] = time.monotonic()
+                    conditions = (ev["object"].get("status") or {}).get("conditions") or []
+                    if (
+                        run
+                        and run not in completed
+                        and any(c["type"] == "Complete" and c["status"] == "True" for c in conditions)
+                    ):
+                        completed[run] = time.monotonic()
                     if stop.is_set():
                         break
 
@@ -127,7 +138,14 @@ def main() -> None:
         time.sleep(1)
 
         names = [f"run-{i:03d}" for i in range(a.runs)]
-        spec = {"epochs": 1, "resources": {"gpus": 0}, "source": {"fromInferences": {"onlyVerified": True}}}
+        # Created suspended: the operator creates each Job (suspended, no Pods) while the bursts of creates
+        # arrive, as before; then all are resumed and run.
+        spec = {
+            "suspend": True,
+            "epochs": 1,
+            "resources": {"gpus": 0, "cpu": "100m", "memory": "64Mi"},
+            "source": {"fromInferences": {"onlyVerified": True}},
+        }
 
         def create(name: str) -> None:
             custom.create_namespaced_custom_object(
@@ -148,6 +166,8 @@ def main() -> None:
             "operator": op.proc.pid,
             "etcd": cp._procs[0].pid,
             "kube-apiserver": cp._procs[1].pid,
+            "kube-controller-manager": cp._procs[2].pid,
+            "kube-scheduler": cp._procs[3].pid,
             "benchmark": os.getpid(),
         }
         cpu0 = {k: cpu_seconds(v) for k, v in pids.items()}
@@ -159,60 +179,17 @@ def main() -> None:
         while len(job_seen) < a.runs and time.monotonic() < deadline:
             time.sleep(0.2)
 
-        # Play the trainer (status.result) and the Job controller (Complete) for every run.
-        def finish(name: str) -> None:
-            result = {
-                "status": "Succeeded",
-                "reason": "",
-                "message": "",
-                "modelVersion": "v1",
-                "modelUri": "gs://m/models/v1/yolov8n_waste.pt",
-                "promoted": False,
-                "promotionReason": "bench",
-                "metrics": {"mAP50": 0.5, "mAP50_95": 0.3, "precision": 0.6, "recall": 0.5},
-                "dataset": {"selected": 1, "new": 1, "replayed": 0, "train": 1, "val": 1, "skipped": 0},
-                "epochs": {"completed": 1, "requested": 1, "earlyStopped": False},
-            }
-            custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, ns, PLURAL, name, {"status": {"result": result}}
+        # Resume every run: the Job controller, the scheduler and the kubelet run the Jobs; the operator turns
+        # each completed Job into Succeeded.
+        def resume(name: str) -> None:
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL, name, {"spec": {"suspend": False}}
             )
-            jobs = batch.list_namespaced_job(
-                ns, label_selector=f"training.wastedetection.io/trainingrun={name}"
-            ).items
-            job = jobs[0]
-            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            body = {
-                "status": {
-                    "startTime": stamp,
-                    "completionTime": stamp,
-                    "succeeded": 1,
-                    "active": 0,
-                    "ready": 0,
-                    "conditions": [
-                        {
-                            "type": "SuccessCriteriaMet",
-                            "status": "True",
-                            "reason": "CompletionsReached",
-                            "lastTransitionTime": stamp,
-                            "lastProbeTime": stamp,
-                        },
-                        {
-                            "type": "Complete",
-                            "status": "True",
-                            "reason": "CompletionsReached",
-                            "lastTransitionTime": stamp,
-                            "lastProbeTime": stamp,
-                        },
-                    ],
-                }
-            }
-            batch.patch_namespaced_job_status(job.metadata.name, ns, body)
-            completed[name] = time.monotonic()
 
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(finish, [n for n in names if n in job_seen]))
-        deadline = time.monotonic() + 120
-        while len(succeeded) < len(completed) and time.monotonic() < deadline:
+            list(pool.map(resume, names))
+        deadline = time.monotonic() + 240
+        while len(succeeded) < a.runs and time.monotonic() < deadline:
             time.sleep(0.2)
         stop.set()
         cpu = {k: round(cpu_seconds(v) - cpu0[k], 2) for k, v in pids.items()}
@@ -253,7 +230,7 @@ def main() -> None:
             f"""## Operator: {a.runs} TrainingRuns created at once
 
 `python bench/operator_scale.py --runs {a.runs}` on {figures["date"]}, commit {figures["commit"]}.
-Machine: {figures["machine"]}. Real kube-apiserver + etcd; the operator under its ServiceAccount.
+Machine: {figures["machine"]}. Real kube-apiserver, etcd, Job controller and scheduler; the process kubelet runs\na stand-in trainer that only writes its result; the operator under its ServiceAccount.
 
 | measure | p50 (s) | p99 (s) | target |
 |---|---|---|---|
@@ -269,6 +246,7 @@ Operator peak RSS {figures["operator_peak_rss_mb"]} MB (target <= 200); {jobs_to
     finally:
         if op is not None:
             op.stop()
+        kubelet.stop()
         cp.stop()
 
 

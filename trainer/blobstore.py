@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
@@ -27,6 +28,7 @@ class BlobInfo:
     name: str
     generation: int
     size: int
+    updated: datetime | None = None  # when the object was last written, where the listing says
 
 
 class PreconditionFailed(StorageError):
@@ -92,7 +94,8 @@ class LocalBlobStore:
 
     def _info(self, name: str, path: Path) -> BlobInfo:
         st = path.stat()
-        return BlobInfo(name=name, generation=st.st_mtime_ns, size=st.st_size)
+        updated = datetime.fromtimestamp(st.st_mtime, UTC)
+        return BlobInfo(name=name, generation=st.st_mtime_ns, size=st.st_size, updated=updated)
 
     def list(self, prefix: str) -> list[BlobInfo]:
         base = self.root
@@ -240,12 +243,13 @@ class GCSBlobStore:
     def list(self, prefix: str) -> list[BlobInfo]:
         try:
             return [
-                BlobInfo(b.name, int(b.generation), int(b.size or 0))
+                BlobInfo(b.name, int(b.generation), int(b.size or 0), b.updated)
                 for b in self.client.list_blobs(
                     self.bucket,
                     prefix=prefix,
                     page_size=1000,
-                    fields="items(name,generation,size),nextPageToken",  # a third of the JSON to parse
+                    # a third of the JSON to parse
+                    fields="items(name,generation,size,updated),nextPageToken",
                 )
             ]
         except Exception as exc:

@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info(
             logfmt(
                 event="start",
-                run=settings.run_key or "local",
+                run=settings.run_label or "local",
+                uid=settings.run_key or "-",
                 source="inferences" if settings.from_inferences else settings.dataset,
             )
         )

@@ -46,6 +46,9 @@ class HookConfig:
     local_dir: str | None = None
     checkpoint_object: str | None = None  # None: no checkpoint upload
     checkpoint_every: int = 1
+    # The registry row whose heartbeat_at each checkpoint refreshes (None: none). The database is
+    # DATABASE_URL from the environment the workers inherit (never in this JSON), else local_dir's SQLite.
+    heartbeat_run_id: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -68,10 +71,12 @@ class TrainHooks:
         self.best_map50: float | None = None
         self._reporter = None
         self._store = None
+        self._registry = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_reporter"] = state["_store"] = None  # API and storage clients are per process
+        # API, storage and database clients are per process
+        state["_reporter"] = state["_store"] = state["_registry"] = None
         return state
 
     def install(self, trainer) -> None:
@@ -104,6 +109,15 @@ class TrainHooks:
             )
         return self._store
 
+    def registry(self):
+        if self._registry is None:
+            from trainer.db import connect
+            from trainer.registry import Registry
+
+            local = Path(self.config.local_dir or ".wd-local")
+            self._registry = Registry(connect(os.environ.get("DATABASE_URL") or None, local))
+        return self._registry
+
     def on_fit_epoch_end(self, tr) -> None:
         if rank() > 0 or tr.epoch >= tr.epochs:  # Ultralytics fires it once more after validating best.pt
             return
@@ -131,6 +145,11 @@ class TrainHooks:
             and self.epoch < tr.epochs
         ):
             self.store().upload_file(last, c.checkpoint_object)  # a retried Job resumes from here
+            if c.heartbeat_run_id:
+                try:
+                    self.registry().heartbeat(c.heartbeat_run_id)
+                except Exception as exc:  # noqa: BLE001 - a missed heartbeat is no reason to stop training
+                    log.warning(logfmt(event="heartbeat_failed", error=str(exc)[:200]))
 
     def on_train_end(self, tr) -> None:
         if rank() > 0:
@@ -152,6 +171,9 @@ class TrainHooks:
             "metrics": metrics_from(validator_metrics) if validator_metrics is not None else {},
         }
         write_text_atomic(Path(self.config.outcome_path), json.dumps(outcome))
+        if self._registry is not None:
+            self._registry.db.close()
+            self._registry = None
 
 
 def check_amp_offline(model) -> bool:

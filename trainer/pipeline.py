@@ -11,15 +11,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainer import chart
-from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, parse_gs_uri
+from trainer import basemodel, chart, sweep
+from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, NotFound, parse_gs_uri
 from trainer.dataset import DatasetResult, write_dataset
 from trainer.db import Database, connect, migrate
 from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
 from trainer.fetch import ObjectCache
 from trainer.gate import decide_promotion
 from trainer.progress import StatusReporter
-from trainer.publish import LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
+from trainer.publish import CHECKPOINTS, LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
 from trainer.registry import Registry, version_name
 from trainer.report import RunReport, logfmt
 from trainer.selection import Record, assign_splits, sample_replay, select
@@ -27,6 +27,8 @@ from trainer.settings import Settings
 from trainer.sources import dataset_records, inference_records, inference_records_by_id
 
 log = logging.getLogger("trainer")
+# Exit codes the Job's podFailurePolicy fails at once (docs/CONTRACTS.md): no retry follows them.
+PERMANENT_EXIT_CODES = (2, 3, 6)
 
 
 class Job:
@@ -36,7 +38,7 @@ class Job:
         self.report = RunReport(
             run_id=self.run_id, mode="inferences" if settings.from_inferences else "dataset"
         )
-        self.reporter = StatusReporter(settings.run_name, settings.run_namespace)
+        self.reporter = StatusReporter(settings.run_name, settings.run_namespace, settings.run_uid)
         safe = checkpoint_prefix(self.run_id).split("/")[1]
         self.work = (
             settings.work_dir / "runs" / safe
@@ -58,6 +60,8 @@ class Job:
         except TrainerError as exc:
             self.report.fail(exc.reason, str(exc))
             self._record_failure()
+            if exc.exit_code in PERMANENT_EXIT_CODES:
+                self._drop_checkpoint()  # the Job fails at once on these: no retry will resume
             raise
         except Exception as exc:
             self.report.fail("InternalError", f"{type(exc).__name__}: {exc}")
@@ -65,7 +69,10 @@ class Job:
             raise
         finally:
             t = self.report.training
-            self.reporter.progress("Done", t.get("epochs_completed", 0), t.get("epochs", 0), force=True)
+            if self.report.status == "Succeeded":
+                self.reporter.progress("Done", t.get("epochs_completed", 0), t.get("epochs", 0), force=True)
+            else:
+                self.reporter.stopped()  # PROGRESS shows where it stopped, never "Done"
             self.reporter.result(self.report.compact())
             self.report.write(self.s.report_path, self.s.termination_log)
             if self.db is not None:
@@ -85,6 +92,14 @@ class Job:
         except Exception as exc:  # noqa: BLE001 - the original failure is what the user needs to see
             log.warning(logfmt(event="failure_not_recorded", run=self.run_id, error=str(exc)[:200]))
 
+    def _drop_checkpoint(self) -> None:
+        if not self.s.run_key or self.models is None:
+            return
+        try:
+            self.models.delete(checkpoint_prefix(self.run_id) + "last.pt")
+        except Exception as exc:  # noqa: BLE001 - the start sweep of a later run removes it
+            log.warning(logfmt(event="checkpoint_not_removed", run=self.run_id, error=str(exc)[:200]))
+
     def _run(self) -> None:
         s, r = self.s, self.report
         self.reporter.progress("Selecting", force=True)
@@ -92,14 +107,16 @@ class Job:
             self.db = connect(s.database_url, s.local_dir)
             f["migrations_applied"] = len(migrate(self.db))
             self.registry = Registry(self.db)
-            earlier = self.registry.start_run(self.run_id, r.mode)
+            earlier = self.registry.start_run(self.run_id, r.mode, s.run_namespace, s.run_name)
         if earlier:
             # A retried Job whose run already succeeded: nothing to redo, no GPU hour spent twice.
-            log.info(logfmt(event="already_succeeded", run=self.run_id))
+            log.info(logfmt(event="already_succeeded", run=self.run_id, name=s.run_label))
             for key in ("selection", "data", "training", "metrics", "champion", "promotion", "model"):
                 setattr(r, key, earlier.get(key) or getattr(r, key))
             return
         self.models = self._store(s.models_bucket, "models-bucket")
+        with r.step("tidy") as f:
+            f.update(self._tidy())
         records, source, cutoff, replayed = self._select()
         dataset = self._build(records, source, replayed)
         base_path, base_version = self._base_model()
@@ -114,6 +131,36 @@ class Job:
             class_ap_drop=s.class_ap_drop,
         )
         self._publish(outcome.best, base_version, challenger, champion, decision, cutoff, dataset, replayed)
+
+    def _tidy(self) -> dict[str, int]:
+        """Marks the registry rows of runs that ended without their trainer, and removes checkpoints no run
+        will resume (trainer/sweep.py has the rules). Never fails the run."""
+        counts = {"runs_ended": 0, "checkpoints_removed": 0}
+        current = checkpoint_prefix(self.run_id)[len(CHECKPOINTS) : -1] if self.s.run_key else None
+        try:
+            now = datetime.now(UTC)
+            endings = sweep.ended_runs(
+                self.registry.running_runs(),
+                self.reporter.list_runs(),
+                self.s.run_namespace,
+                now,
+                current=self.run_id,
+            )
+            ended = [e.run_id for e in endings if self.registry.end_run(e.run_id, e.reason, e.message)]
+            counts["runs_ended"] = len(ended)
+            listed = self.models.list(CHECKPOINTS)
+            folders = sweep.checkpoint_folders((b.name, b.updated) for b in listed)
+            stale = sweep.stale_checkpoints(
+                folders, self.registry.runs_by_id(folders), now, current=current, ended=ended
+            )
+            for folder in stale:
+                for blob in listed:
+                    if blob.name.startswith(f"{CHECKPOINTS}{folder}/"):
+                        self.models.delete(blob.name)
+            counts["checkpoints_removed"] = len(stale)
+        except Exception as exc:  # noqa: BLE001 - tidying is for the next runs, never a reason to fail this one
+            log.warning(logfmt(event="tidy_failed", error=str(exc)[:200]))
+        return counts
 
     # Steps ---------------------------------------------------------------------------------------------
     def _select(self) -> tuple[list[Record], BlobStore, datetime | None, set[str]]:
@@ -245,22 +292,33 @@ class Job:
                 f.update(base=self.models.uri(LATEST_MODEL), version=version_name(latest) if latest else None)
                 return path, latest
             text = s.base_model
-            if text.endswith((".yaml", ".yml")):
+            if basemodel.is_architecture(text):
                 f.update(base=text)
                 return Path(text), None
             if text.startswith("gs://"):
                 bucket, name = parse_gs_uri(text)
                 path = base_dir / Path(name).name
-                GCSBlobStore(bucket).download(name, path)
+                try:
+                    GCSBlobStore(bucket).download(name, path)
+                except NotFound:
+                    raise ModelUnavailableError(
+                        f"base model {text} does not exist (spec.baseModel / --base-model): upload your "
+                        "weights there, or name another object"
+                    ) from None
+                f.update(base=text)
                 return path, None
-            for candidate in (Path(text), s.local_dir / "weights" / text, Path("weights") / text):
+            for candidate in basemodel.weight_candidates(text, s.weights_dir, s.local_dir):
                 if candidate.is_file():
                     f.update(base=str(candidate.absolute()))
                     return candidate.absolute(), None
             raise ModelUnavailableError(
-                f"base model {text!r} is not available offline and models/latest/ is empty: put the file at "
-                f"{s.local_dir / 'weights' / text} (or pass --base-model /path/to/weights.pt or gs://...), "
-                "or pass --base-model yolov8n.yaml to train from scratch"
+                basemodel.missing_message(
+                    text,
+                    s.weights_dir,
+                    s.local_dir,
+                    self.models.uri(LATEST_MODEL),
+                    in_cluster=bool(s.run_key),
+                )
             )
 
     def _train(self, base: Path):
@@ -291,6 +349,7 @@ class Job:
             local_dir=str(s.local_dir),
             checkpoint_object=ckpt if s.run_key else None,
             checkpoint_every=s.checkpoint_every,
+            heartbeat_run_id=self.run_id if s.run_key else None,
         )
         self.reporter.progress("Training", 0, s.epochs, force=True)
         with r.step("train", device=device, epochs=s.epochs) as f:
@@ -364,6 +423,7 @@ class Job:
                 "version": version_name(number),
                 "number": number,
                 "run_id": self.run_id,
+                "run": s.run_label,
                 "base_version": version_name(base_version) if base_version else None,
                 "base_model": s.base_model if base_version is None else "models/latest",
                 "created_at": datetime.now(UTC).isoformat(),
@@ -411,7 +471,7 @@ class Job:
                     number,
                     expected_current=expected,
                     run_id=self.run_id,
-                    actor=s.run_key or "cli",
+                    actor=s.run_label or "cli",
                     reason=decision.reason,
                     move_objects=lambda: move_latest(self.models, number, previous=expected),
                 )

@@ -15,6 +15,9 @@ from trainer.errors import StorageError
 
 LATEST_MODEL = f"models/latest/{MODEL_FILENAME}"
 LATEST_METADATA = "models/latest/metadata.json"
+CHECKPOINTS = "checkpoints/"
+# A uid-like id: letters, digits and dashes, no dots (never "." or ".."), short.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 
 def version_prefix(number: int) -> str:
@@ -88,7 +91,11 @@ def move_latest(store: BlobStore, number: int, previous: int | None = None) -> N
         raise
 
 
-def checkpoint_prefix(run_key: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", run_key)[:80]
-    digest = hashlib.sha256(run_key.encode()).hexdigest()[:8]
+def checkpoint_prefix(run_id: str) -> str:
+    """The run's checkpoint folder: `checkpoints/<run id>/` for a safe id (a TrainingRun's uid), so the start
+    sweep finds the run of each folder; any other id gets a sanitised name with a hash."""
+    if _SAFE_ID.fullmatch(run_id):
+        return f"checkpoints/{run_id}/"
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", run_id)[:80]
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
     return f"checkpoints/{safe}-{digest}/"

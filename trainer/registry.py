@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from trainer.db import Database, as_datetime, utcnow
+from trainer.feedback import LATEST_SQL, VERSIONS_SQL, deployed_cutoff
 
 VERSION_LOCK = 727275  # serialises version numbering and promotions across concurrent runs
 
@@ -30,6 +31,31 @@ class VersionRow:
     model_uri: str | None
 
 
+@dataclass(frozen=True)
+class RunRow:
+    id: str
+    status: str
+    reason: str | None
+    namespace: str | None
+    name: str | None
+    started_at: datetime | None
+    heartbeat_at: datetime | None
+    finished_at: datetime | None
+
+
+def _run_row(r: dict) -> RunRow:
+    return RunRow(
+        id=r["id"],
+        status=r["status"],
+        reason=r["reason"],
+        namespace=r["run_namespace"],
+        name=r["run_name"],
+        started_at=as_datetime(r["started_at"]),
+        heartbeat_at=as_datetime(r["heartbeat_at"]),
+        finished_at=as_datetime(r["finished_at"]),
+    )
+
+
 def version_name(number: int) -> str:
     return f"v{number}"
 
@@ -43,20 +69,35 @@ class Registry:
             self.db.execute("SELECT pg_advisory_xact_lock($1)", VERSION_LOCK)
 
     # Runs ---------------------------------------------------------------------------------------------
-    def start_run(self, run_id: str, mode: str) -> dict | None:
-        """Records a run as running; returns the earlier row when this run id already succeeded."""
+    def start_run(
+        self, run_id: str, mode: str, namespace: str | None = None, name: str | None = None
+    ) -> dict | None:
+        """Records a run as running; returns the earlier row when this run id already succeeded.
+
+        run_id is the TrainingRun's uid: a retried Job of the same run finds its row, a run created again
+        under the same name does not.
+        """
+        now = utcnow()
         with self.db.transaction():
             rows = self.db.fetch("SELECT status, report FROM training_runs WHERE id = $1 FOR UPDATE", run_id)
             if rows and rows[0]["status"] == "succeeded":
                 return json.loads(rows[0]["report"] or "{}")
             self.db.execute(
-                "INSERT INTO training_runs (id, status, mode, started_at) VALUES ($1, 'running', $2, $3) "
-                "ON CONFLICT (id) DO UPDATE SET status = 'running', reason = NULL, message = NULL",
+                "INSERT INTO training_runs (id, status, mode, started_at, run_namespace, run_name, heartbeat_at) "
+                "VALUES ($1, 'running', $2, $3, $4, $5, $3) "
+                "ON CONFLICT (id) DO UPDATE SET status = 'running', reason = NULL, message = NULL, "
+                "finished_at = NULL, heartbeat_at = $3",
                 run_id,
                 mode,
-                utcnow(),
+                now,
+                namespace,
+                name,
             )
         return None
+
+    def heartbeat(self, run_id: str) -> None:
+        """The run's trainer is alive (called at each checkpoint): a row without one for long is dead."""
+        self.db.execute("UPDATE training_runs SET heartbeat_at = $2 WHERE id = $1", run_id, utcnow())
 
     def fail_run(self, run_id: str, reason: str, message: str, report: dict) -> None:
         self.db.execute(
@@ -69,27 +110,48 @@ class Registry:
             utcnow(),
         )
 
-    def last_cutoff(self) -> datetime | None:
-        """The newest feedback the deployed model has learned from: the data cutoff along the lineage of
-        latest (that version and the bases it was fine-tuned from). The next incremental run starts after
-        it and fine-tunes latest, so feedback trained into a version the gate refused is trained again
-        rather than lost; None (train on everything) until a version trained on inferences is deployed."""
-        latest = self.latest()
-        if latest is None:
-            return None
+    def running_runs(self) -> list[RunRow]:
         rows = self.db.fetch(
-            "SELECT number, base_version, data_cutoff FROM model_versions WHERE state = 'registered'"
+            "SELECT id, status, reason, run_namespace, run_name, started_at, heartbeat_at, finished_at "
+            "FROM training_runs WHERE status = 'running'"
         )
-        versions = {r["number"]: r for r in rows}
-        cutoffs: list[datetime] = []
-        number: int | None = latest
-        seen: set[int] = set()
-        while number is not None and number in versions and number not in seen:
-            seen.add(number)
-            if versions[number]["data_cutoff"] is not None:
-                cutoffs.append(as_datetime(versions[number]["data_cutoff"]))
-            number = versions[number]["base_version"]
-        return max(cutoffs) if cutoffs else None
+        return [_run_row(r) for r in rows]
+
+    def runs_by_id(self, ids: Iterable[str]) -> dict[str, RunRow]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.db.fetch(
+            "SELECT id, status, reason, run_namespace, run_name, started_at, heartbeat_at, finished_at "
+            "FROM training_runs WHERE id = ANY($1::text[])"
+            if self.db.dialect == "postgresql"
+            else "SELECT id, status, reason, run_namespace, run_name, started_at, heartbeat_at, finished_at "
+            "FROM training_runs WHERE id IN (SELECT value FROM json_each($1))",
+            ids if self.db.dialect == "postgresql" else json.dumps(ids),
+        )
+        return {r["id"]: _run_row(r) for r in rows}
+
+    def end_run(self, run_id: str, reason: str, message: str) -> bool:
+        """Marks a run whose trainer is gone as failed, unless its row moved on meanwhile (compare-and-set
+        on 'running'). Returns whether it was marked."""
+        with self.db.transaction():
+            rows = self.db.fetch("SELECT status FROM training_runs WHERE id = $1 FOR UPDATE", run_id)
+            if not rows or rows[0]["status"] != "running":
+                return False
+            self.db.execute(
+                "UPDATE training_runs SET status = 'failed', reason = $2, message = $3, finished_at = $4 "
+                "WHERE id = $1",
+                run_id,
+                reason,
+                message[:2000],
+                utcnow(),
+            )
+        return True
+
+    def last_cutoff(self) -> datetime | None:
+        """The deployed model's data cutoff (trainer.feedback.deployed_cutoff, the rule the operator's
+        TrainingSchedule counts new samples with)."""
+        return deployed_cutoff(self.latest(), self.db.fetch(VERSIONS_SQL))
 
     def replay_pool(self) -> list[tuple[str, list[int]]]:
         """Samples earlier successful runs trained on (train split only), with their classes."""
@@ -193,7 +255,7 @@ class Registry:
         self.db.execute("UPDATE training_runs SET report = $2 WHERE id = $1", run_id, json.dumps(report))
 
     def latest(self) -> int | None:
-        rows = self.db.fetch("SELECT version FROM latest_model WHERE id = 1")
+        rows = self.db.fetch(LATEST_SQL)
         return rows[0]["version"] if rows else None
 
     def promote(

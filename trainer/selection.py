@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-VERIFIED_STATUSES = frozenset({"verified", "corrected"})
+from trainer.feedback import VERIFIED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ def select(records: Iterable[Record], *, only_verified: bool, min_detections: in
     """Keep the records to train on and count each reason a record was left out.
 
     Rejected and pending records never train: with --only-verified only verified or corrected ones do;
-    without it, pending (unreviewed) ones are allowed too, as the original job did.
+    without it, pending (unreviewed) ones are allowed too, as the original job did. With --only-verified,
+    what is selected from the records since the cutoff is what trainer.feedback counts as new samples (the
+    operator's TrainingSchedule counts with the same rule; tests/integration/test_feedback_rule.py).
     """
     counts: Counter[str] = Counter()
     seen: set[str] = set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,10 +12,13 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from trainer.errors import ConfigError
+from trainer.uris import check_base_model, dataset_source
 
 PROMOTION_MODES = ("gate", "force", "skip")
 # Ultralytics' optimizers; "auto" lets Ultralytics choose one and its learning rate from the run's length.
 OPTIMIZERS = ("auto", "SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp")
+# A Kubernetes uid (a UUID); it names the run's checkpoint folder, so nothing else is let through.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -51,18 +55,29 @@ class Settings:
     images_bucket: str | None = None
     datasets_bucket: str | None = None
     local_dir: Path = Path(".wd-local")
+    weights_dir: Path | None = None  # pretrained weights baked into the trainer image (TRAINER_WEIGHTS_DIR)
     work_dir: Path = Path("/tmp/wd-trainer")
     cache_dir: Path = Path("/tmp/wd-trainer/cache")
     report_path: Path | None = None
     termination_log: Path | None = None
     run_name: str | None = None
     run_namespace: str | None = None
+    run_uid: str | None = None
     download_concurrency: int = 16
     cache_max_bytes: int = 0  # 0: unbounded (a per-Job scratch volume); else least recently used evicted
 
     @property
     def run_key(self) -> str | None:
-        """The Kubernetes identity of this run, stable across the Job's retries."""
+        """The identity of this run in the registry and the models bucket: its TrainingRun's uid.
+
+        The same for every retry of the run's Job (which resumes), and new for a TrainingRun deleted and
+        created again under the same name (which starts afresh). None outside Kubernetes.
+        """
+        return self.run_uid
+
+    @property
+    def run_label(self) -> str | None:
+        """namespace/name of the TrainingRun, for people (logs, the registry's run row, promotions)."""
         if self.run_name:
             return f"{self.run_namespace or 'default'}/{self.run_name}"
         return None
@@ -116,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--base-model",
         default="yolov8n.pt",
-        help="weights to start from when models/latest/ is empty: a .pt path, gs:// URI, or a .yaml "
-        "architecture to train from scratch (default yolov8n.pt)",
+        help="weights to start from when models/latest/ is empty: a file name looked up in "
+        "$TRAINER_WEIGHTS_DIR then $TRAINER_LOCAL_DIR/weights/, a .pt path, a gs://bucket/path.pt URI, or a "
+        ".yaml architecture to train from scratch (default yolov8n.pt)",
     )
     p.add_argument("--from-inferences", action="store_true", help="train on Inference API records")
     p.add_argument("--only-verified", action="store_true", help="keep only verified or corrected records")
@@ -126,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-split", type=float, default=0.8, help="fraction of samples used for training")
     p.add_argument("--min-detections", type=int, default=1, help="skip records with fewer boxes")
-    p.add_argument("--dataset", metavar="PATH|gs://bucket/prefix|NAME", help="train on a YOLO dataset")
+    p.add_argument(
+        "--dataset",
+        metavar="gs://bucket/prefix|NAME|PATH",
+        help="train on a YOLO dataset: gs://bucket/prefix, a NAME in GCS_DATASETS_BUCKET, or a local folder",
+    )
     p.add_argument(
         "--replay-ratio",
         type=float,
@@ -279,15 +299,22 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
             raise ConfigError("GCS_MODELS_BUCKET is not set, but other GCS_*_BUCKET variables are")
         if a.from_inferences and not images_bucket:
             raise ConfigError("--from-inferences with GCS needs GCS_IMAGES_BUCKET (where the images are)")
-    dataset = a.dataset
-    if dataset and not dataset.startswith("gs://") and not Path(dataset).is_dir():
-        # Not a local folder: a dataset name (or prefix) in the datasets bucket.
-        if not datasets_bucket:
-            raise ConfigError(
-                f"--dataset {dataset!r} is not a folder here and not a gs:// URI; set GCS_DATASETS_BUCKET to "
-                "read it from the datasets bucket"
-            )
-        dataset = f"gs://{datasets_bucket}/{dataset.strip('/')}"
+
+    run_name = env.get("TRAININGRUN_NAME") or None
+    run_uid = (env.get("TRAININGRUN_UID") or "").strip() or None
+    if run_name and not run_uid:
+        # Keyed by name, a run deleted and created again would resume or repeat the old one's work.
+        raise ConfigError(
+            "TRAININGRUN_NAME is set but TRAININGRUN_UID is not: the operator sets both (an older operator "
+            "with a newer trainer image?); a run is identified by its TrainingRun's uid"
+        )
+    if run_uid and not _UID.fullmatch(run_uid):
+        raise ConfigError(f"TRAININGRUN_UID={run_uid[:80]!r} is not a Kubernetes uid")
+
+    # In a Job (the operator passes the run's uid) only the CRD's forms count: no local folders or paths.
+    local_allowed = run_uid is None
+    check_base_model(a.base_model, local_allowed)
+    dataset = dataset_source(a.dataset, datasets_bucket, local_allowed) if a.dataset else None
 
     tmp = Path(env.get("TMPDIR") or "/tmp")
     work_dir = Path(env.get("TRAINER_WORK_DIR") or tmp / "wd-trainer")
@@ -318,12 +345,14 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         images_bucket=images_bucket,
         datasets_bucket=datasets_bucket,
         local_dir=Path(env.get("TRAINER_LOCAL_DIR") or ".wd-local").absolute(),
+        weights_dir=Path(env["TRAINER_WEIGHTS_DIR"]) if env.get("TRAINER_WEIGHTS_DIR") else None,
         work_dir=work_dir,
         cache_dir=Path(env.get("TRAINER_CACHE_DIR") or work_dir / "cache"),
         report_path=Path(env["TRAINER_REPORT_PATH"]) if env.get("TRAINER_REPORT_PATH") else None,
         termination_log=Path(env["TRAINER_TERMINATION_LOG"]) if env.get("TRAINER_TERMINATION_LOG") else None,
-        run_name=env.get("TRAININGRUN_NAME") or None,
+        run_name=run_name,
         run_namespace=env.get("TRAININGRUN_NAMESPACE") or None,
+        run_uid=run_uid,
         download_concurrency=int(env.get("TRAINER_DOWNLOAD_CONCURRENCY") or 16),
         cache_max_bytes=_cache_max_bytes(env.get("TRAINER_CACHE_MAX_GB", "")),
     )

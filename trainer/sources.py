@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 from trainer.blobstore import BlobStore
 from trainer.db import Database, as_datetime
+from trainer.feedback import INFERENCES_SINCE_SQL
 from trainer.selection import Record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -25,11 +26,7 @@ def _record(r: dict) -> Record:
 
 def inference_records(db: Database, since: datetime | None) -> list[Record]:
     """Inference API records updated after `since` (all when None), oldest first."""
-    sql = (
-        "SELECT id, image_object, label_object, status, detection_count, updated_at FROM inferences "
-        "WHERE ($1::timestamptz IS NULL OR updated_at > $1::timestamptz) ORDER BY updated_at, id"
-    )
-    return [_record(r) for r in db.fetch(sql, since)]
+    return [_record(r) for r in db.fetch(INFERENCES_SINCE_SQL, since)]
 
 
 def inference_records_by_id(db: Database, ids: list[str]) -> list[Record]:

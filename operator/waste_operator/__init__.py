@@ -10,6 +10,6 @@ PLURAL = "trainingruns"
 KIND = "TrainingRun"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# Jobs carry this label; the test harness' job runner and the operator's watches select on it.
+# Jobs and their Pods carry this label; the operator's watches select on it.
 MANAGED_BY = "waste-detection-operator"
 RUN_LABEL = f"{GROUP}/trainingrun"

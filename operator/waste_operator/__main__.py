@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 import sys
+from urllib.parse import urlsplit
 
 import kopf
 
 from .config import ConfigError, OperatorConfig
+
+# kopf's own per-object lines ("Handler 'run_event' succeeded.", one per watch event) drown the decisions the
+# operator logs itself (waste_operator: one line per created Job, phase change, restart); kopf's warnings and
+# errors still show. LOG_LEVEL=DEBUG brings kopf's lines back.
+KOPF_LOGGERS = ("kopf", "kopf.objects", "kopf.activities", "aiohttp.access")  # and a line per probe
+
+
+def liveness_problem(endpoint: str) -> str | None:
+    """Why the liveness endpoint cannot be served (its port taken by another instance, say), or None.
+
+    kopf would log the failed bind and keep running without its probe, half alive until the kubelet kills it.
+    """
+    parts = urlsplit(endpoint)
+    if parts.scheme != "http" or not parts.port:
+        return f"LIVENESS_ENDPOINT={endpoint!r} must be http://HOST:PORT/PATH"
+    host = parts.hostname or "localhost"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as kopf's server binds it
+            probe.bind(address)
+    except OSError as error:
+        return (
+            f"cannot listen on LIVENESS_ENDPOINT {endpoint}: {error.strerror or error} "
+            "(another operator instance on this port? set LIVENESS_ENDPOINT to a free port)"
+        )
+    return None
 
 
 def main() -> int:
@@ -15,7 +45,16 @@ def main() -> int:
     except ConfigError as error:
         print(f"waste-operator: {error}", file=sys.stderr)
         return 2
-    kopf.configure(log_format=kopf.LogFormat.FULL, log_prefix=True)  # [namespace/name] on kopf's lines
+    problem = liveness_problem(config.liveness_endpoint)
+    if problem:
+        print(f"waste-operator: {problem}", file=sys.stderr)
+        return 2
+    verbose = config.log_level == "DEBUG"
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)  # [ns/name] prefixes
+    logging.getLogger("waste_operator").setLevel(config.log_level)
+    if not verbose:
+        for name in KOPF_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     from . import main as _handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -48,6 +48,18 @@ class OperatorConfig:
     # A PersistentVolumeClaim (in the run's namespace) for the trainer's download cache; None: per-Job scratch.
     cache_claim: str | None = None
     cache_max_gb: float = 50.0
+    # TrainingSchedules: the Inference API's database (read-only, to count new samples; from the Secret that
+    # the Deployment mounts as DATABASE_URL; None: schedules with minNewSamples > 0 say so in their status),
+    # and how often every schedule is looked at (a tick fires at most this late).
+    database_url: str | None = field(default=None, repr=False)
+    schedule_seconds: float = 10.0
+    # A refused inference API restart is tried again after 30 s, doubling up to 10 min, this many times.
+    restart_retry_seconds: float = 30.0
+    restart_attempts: int = 6
+    # spec.image must be trainer_image or start with one of these (the Job hands it the database Secret).
+    image_prefixes: tuple[str, ...] = ()
+    # The operator's own lines (one per decision); DEBUG also shows kopf's per-event lines.
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -80,6 +92,9 @@ class OperatorConfig:
                 raise ConfigError(f"{name}={raw!r} is not a positive size such as 8Gi or 512Mi") from None
             return raw
 
+        log_level = env.get("LOG_LEVEL", "").strip().upper() or cls.log_level
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
         namespaces = tuple(n.strip() for n in env.get("WATCH_NAMESPACES", "").split(",") if n.strip())
         return cls(
             trainer_image=required("TRAINER_IMAGE"),
@@ -98,4 +113,17 @@ class OperatorConfig:
             liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
             cache_claim=env.get("TRAINER_CACHE_CLAIM", "").strip() or None,
             cache_max_gb=number("TRAINER_CACHE_MAX_GB", cls.cache_max_gb),
+            database_url=env.get("DATABASE_URL", "").strip() or None,
+            schedule_seconds=number("SCHEDULE_RESYNC_SECONDS", cls.schedule_seconds),
+            restart_retry_seconds=number("RESTART_RETRY_SECONDS", cls.restart_retry_seconds),
+            restart_attempts=int(number("RESTART_ATTEMPTS", cls.restart_attempts)),
+            log_level=log_level,
+            image_prefixes=tuple(
+                p.strip() for p in env.get("TRAINER_IMAGE_PREFIXES", "").split(",") if p.strip()
+            ),
         )
+
+
+def image_allowed(image: str | None, config: OperatorConfig) -> bool:
+    """spec.image is left out, is the configured trainer image, or starts with an allowed prefix."""
+    return not image or image == config.trainer_image or image.startswith(config.image_prefixes)

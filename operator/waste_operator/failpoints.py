@@ -1,7 +1,7 @@
 """Crash points, so tests can kill the operator between two steps (WD_OPERATOR_CRASH_AT=<name>).
 
 Off unless the variable is set; the names are the steps where a crash could leave work half done:
-after-job-create, before-status-write, after-rollout-restart.
+after-job-create, before-status-write, after-rollout-restart, after-schedule-run-create.
 """
 
 from __future__ import annotations

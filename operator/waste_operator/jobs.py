@@ -136,6 +136,9 @@ def trainer_env(run: dict, config: OperatorConfig) -> list[dict]:
         {"name": "GCS_DATASETS_BUCKET", "value": config.datasets_bucket},
         {"name": "TRAININGRUN_NAME", "value": meta["name"]},
         {"name": "TRAININGRUN_NAMESPACE", "value": meta["namespace"]},
+        # The run's identity: its registry row, checkpoints and status patches key on the uid, so a run
+        # created again under the same name never resumes or repeats the old one.
+        {"name": "TRAININGRUN_UID", "value": meta["uid"]},
         {"name": "TRAINER_REPORT_PATH", "value": REPORT_PATH},
         {"name": "TRAINER_TERMINATION_LOG", "value": TERMINATION_LOG},
         {
@@ -147,9 +150,11 @@ def trainer_env(run: dict, config: OperatorConfig) -> list[dict]:
     ]
 
 
-def trainer_resources(spec: dict) -> dict:
+def trainer_resources(spec: dict, tmp_size: str) -> dict:
     wanted = {**RESOURCE_DEFAULTS, **(spec.get("resources") or {})}
-    requests = {"cpu": str(wanted["cpu"]), "memory": str(wanted["memory"])}
+    # The /tmp emptyDir (dataset, checkpoints) may grow to its sizeLimit: the scheduler places the Pod only
+    # where that much ephemeral storage is free, instead of the kubelet evicting it midway.
+    requests = {"cpu": str(wanted["cpu"]), "memory": str(wanted["memory"]), "ephemeral-storage": tmp_size}
     # Memory limit equals the request (an OOM kill says so, instead of a node under pressure); no CPU
     # limit, so the data loader may use idle cores.
     limits = {"memory": str(wanted["memory"])}
@@ -218,7 +223,7 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
                 "command": ["python", "-m", "trainer"],
                 "args": trainer_args(spec),
                 "env": trainer_env(run, config),
-                "resources": trainer_resources(spec),
+                "resources": trainer_resources(spec, config.tmp_size),
                 "securityContext": container_security_context(),
                 "terminationMessagePath": TERMINATION_LOG,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -271,7 +276,7 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
                     },
                 },
                 # A preempted or evicted Pod is not the trainer's fault: retry without counting it.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]
         },
         "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},

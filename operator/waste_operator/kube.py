@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,10 +14,13 @@ from kubernetes.client.exceptions import ApiException
 
 from . import API_VERSION, GROUP, KIND, PLURAL, VERSION
 
+SCHEDULE_PLURAL = "trainingschedules"
+
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 TIMEOUT = 30
 COMPONENT = "waste-detection-operator"
+INSTANCE = f"{COMPONENT}-{socket.gethostname()}"[:128]
 
 
 def _missing(error: ApiException) -> bool:
@@ -67,11 +71,16 @@ class Kube:
         return runs.get("items") or []
 
     def post_event(self, run: dict, type_: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the run (what `kubectl describe` and `kubectl get events` show)."""
+        """A core/v1 Event about the run (what `kubectl describe` and `kubectl get events` show).
+
+        eventTime has microseconds and the name ends in the hex nanosecond time, as client-go names them:
+        Events of the same second keep their order in `describe` (it sorts by eventTime when lastTimestamp
+        is unset) and in `get events` (listed by name).
+        """
         meta = run["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC)
         event = {
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": run.get("apiVersion") or API_VERSION,
                 "kind": run.get("kind") or KIND,
@@ -81,13 +90,12 @@ class Kube:
             },
             "type": type_,
             "reason": reason,
+            "action": reason,
             "message": message[:1024],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
-            "reportingInstance": COMPONENT,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
+            "reportingInstance": INSTANCE,
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         }
         self.core.create_namespaced_event(
             meta["namespace"], event, _request_timeout=TIMEOUT, _preload_content=False
@@ -172,4 +180,74 @@ class Kube:
             _content_type=STRATEGIC_MERGE_PATCH,
             _request_timeout=TIMEOUT,
             _preload_content=False,
+        )
+
+    # TrainingSchedules and the TrainingRuns they create ----------------------------------------------
+    def list_runs_labelled(self, namespace: str, selector: str) -> list[dict]:
+        runs = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, label_selector=selector, _request_timeout=TIMEOUT
+        )
+        return runs.get("items") or []
+
+    def create_run(self, run: dict) -> tuple[dict | None, bool]:
+        """Creates the TrainingRun, or returns the one of that name already there: (run, created)."""
+        namespace, name = run["metadata"]["namespace"], run["metadata"]["name"]
+        try:
+            created = self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, run, _request_timeout=TIMEOUT
+            )
+            return created, True
+        except ApiException as error:
+            if error.status != 409:
+                raise
+        return self.get_run(namespace, name), False
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        try:
+            # Background: the garbage collector then removes the run's Job and Pods.
+            self.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                propagation_policy="Background",
+                _request_timeout=TIMEOUT,
+            )
+        except ApiException as error:
+            if not _missing(error):
+                raise
+
+    def get_schedule(self, namespace: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, name, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def list_schedules(self, namespace: str) -> list[dict]:
+        """Every TrainingSchedule of the namespace; none when the CRD is not installed."""
+        try:
+            found = self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, _request_timeout=TIMEOUT
+            )
+        except ApiException as error:
+            if _missing(error):
+                return []
+            raise
+        return found.get("items") or []
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            SCHEDULE_PLURAL,
+            name,
+            {"status": status},
+            _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT,
         )

@@ -12,7 +12,10 @@ from urllib3.exceptions import HTTPError
 from . import GROUP, MANAGED_BY, PLURAL, RUN_LABEL, VERSION
 from .config import OperatorConfig
 from .kube import Kube
-from .reconcile import Context, reconcile, resync
+from .reconcile import Context, reconcile, refresh_columns, resync
+from .samples import SampleCounter
+from .schedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
+from .scheduling import Scheduler, clock_from_env
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -38,6 +41,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     config = memo.get("config") or OperatorConfig.from_env()
     kube = Kube.from_environment()
     memo.ctx = Context(config=config, kube=kube, post_event=_logged(kube.post_event))
+    memo.scheduler = Scheduler(
+        kube=kube,
+        namespaces=config.namespaces,
+        post_event=memo.ctx.post_event,
+        counter=SampleCounter(config.database_url),
+        clock=clock_from_env(),
+        count_ttl=config.resync_seconds,
+    )
     _start_resync(memo)
 
 
@@ -65,6 +76,13 @@ def run_event(type: str | None, body: kopf.Body, namespace: str, name: str, memo
     if fresh or body["metadata"].get("generation") != status.get("observedGeneration"):
         # A run just created is as fresh as a read would be: save that round trip.
         _reconcile(memo, namespace, name, dict(body) if type == "ADDED" and not status else None)
+    else:
+        try:
+            refresh_columns(memo.ctx, dict(body))  # the trainer's progress: the MAP50 column follows it
+        except (ApiException, HTTPError, OSError) as error:  # the next progress patch tries again
+            logging.getLogger("waste_operator").warning(
+                "[%s/%s] MAP50 column not updated: %s", namespace, name, error
+            )
 
 
 def _logged(post):
@@ -90,12 +108,47 @@ def _start_resync(memo: kopf.Memo) -> None:
             except Exception:
                 logging.getLogger("waste_operator").exception("resync failed")
 
+    def schedules() -> None:  # the schedules' clock: ticks are found by looking, not by events
+        while not memo.stop_resync.wait(memo.ctx.config.schedule_seconds):
+            try:
+                memo.scheduler.resync()
+            except Exception:
+                logging.getLogger("waste_operator").exception("schedule resync failed")
+
     threading.Thread(target=loop, name="resync", daemon=True).start()
+    threading.Thread(target=schedules, name="schedules", daemon=True).start()
 
 
 @kopf.on.cleanup()
 def stop_resync(memo: kopf.Memo, **_) -> None:
     memo.stop_resync.set()
+    memo.scheduler.counter.close()
+
+
+def _schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
+    try:
+        memo.scheduler.reconcile(namespace, name)
+    except Exception as error:  # the API may be busy: try again soon (the schedule clock also retries)
+        raise kopf.TemporaryError(f"schedule pass failed: {error}", delay=5) from error
+
+
+@kopf.on.event(GROUP, VERSION, SCHEDULE_PLURAL)
+def schedule_event(
+    type: str | None, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_
+) -> None:
+    """A schedule seen for the first time or whose spec changed; its own status writes are not a trigger."""
+    if type == "DELETED":
+        return
+    status = body.get("status") or {}
+    if type in (None, "ADDED") or body["metadata"].get("generation") != status.get("observedGeneration"):
+        _schedule(memo, namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, labels={SCHEDULE_LABEL: kopf.PRESENT})
+def scheduled_run_event(type: str | None, labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_) -> None:
+    """A run of a schedule changed or went away: its LAST RUN, active runs and a tick held by Forbid."""
+    if type is not None:  # the initial listing: the schedule's own listing covers it
+        _schedule(memo, namespace, labels[SCHEDULE_LABEL])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)

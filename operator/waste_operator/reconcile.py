@@ -13,14 +13,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from . import RUN_LABEL
-from .config import OperatorConfig
+from .config import OperatorConfig, image_allowed
 from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
-from .rollout import restart_deployment, restart_target, should_restart
-from .status import TERMINAL, Phase, is_unchanged, now_rfc3339, phase_of, set_condition, status_from
+from .rollout import (
+    restart_deployment,
+    restart_due,
+    restart_hint,
+    restart_pending,
+    restart_target,
+    retry_delay,
+    should_restart,
+)
+from .status import (
+    TERMINAL,
+    Phase,
+    is_unchanged,
+    map50_column,
+    now_rfc3339,
+    one_line,
+    phase_of,
+    set_condition,
+    status_from,
+    success_fields,
+)
 
 # kopf.event, or a stand-in in tests: (run, type, reason, message).
 EventSink = Callable[[dict, str, str, str], None]
@@ -76,10 +96,9 @@ def _job_pods(ctx: Context, namespace: str, name: str, job: dict) -> list[dict]:
 
 def needs_attention(run: dict) -> bool:
     """Unfinished, or succeeded with the inference API restart still to do."""
-    status = run.get("status") or {}
     if phase_of(run) not in TERMINAL:
         return True
-    return bool((run.get("spec") or {}).get("restartDeployment")) and not status.get("deploymentRestart")
+    return phase_of(run) == Phase.SUCCEEDED and restart_pending(run)
 
 
 def resync(ctx: Context) -> None:
@@ -91,6 +110,20 @@ def resync(ctx: Context) -> None:
                     reconcile(ctx, namespace, run["metadata"]["name"])
                 except Exception:  # one broken run must not starve the others
                     log.exception("[%s/%s] resync failed", namespace, run["metadata"]["name"])
+
+
+def refresh_columns(ctx: Context, run: dict) -> None:
+    """Copies the trainer's best mAP50 so far into status.mAP50 (the MAP50 column) while a run trains.
+
+    One merge patch of one field, no read: the trainer's progress patches do not start a reconcile pass.
+    """
+    status = run.get("status") or {}
+    column = map50_column(status)
+    if phase_of(run) in TERMINAL or column is None or column == status.get("mAP50"):
+        return
+    meta = run["metadata"]
+    with ctx.lock(meta["namespace"], meta["name"]):
+        ctx.kube.patch_run_status(meta["namespace"], meta["name"], {"mAP50": column})
 
 
 def reconcile(
@@ -115,10 +148,20 @@ def _reconcile(
         return
     status = run.get("status") or {}
     if phase_of(run) in TERMINAL:
+        generation = run["metadata"].get("generation", 1)
+        if status.get("observedGeneration") != generation:  # seen, even if a finished run has nothing to do
+            run = ctx.kube.patch_run_status(namespace, name, {"observedGeneration": generation})
         _after_success(ctx, run, rlog)
         return
 
     created = False
+    image = (run.get("spec") or {}).get("image")
+    if not status.get("jobName") and not image_allowed(image, ctx.config):
+        # The admission policy refuses this already; the check here holds where it is not installed.
+        allowed = " or ".join((ctx.config.trainer_image, *(f"{p}*" for p in ctx.config.image_prefixes)))
+        message = f"spec.image {image} is not an allowed trainer image ({allowed}; TRAINER_IMAGE_PREFIXES)"
+        _write(ctx, run, _failed(run, "ImageNotAllowed", message, ctx.clock()), rlog)
+        return
     if not status.get("jobName"):
         # Never recorded (status.jobName is written right after creation): create it now, or find the one
         # an earlier pass created before it could record it (409). A Job that existed and is gone is not
@@ -164,16 +207,23 @@ def as_datetime(text: str | None) -> datetime | None:
 
 def _conflict(run: dict, job: dict, now: datetime) -> dict:
     message = f"Job {job['metadata']['name']} exists and is not owned by this TrainingRun"
+    return _failed(run, "JobConflict", message, now)
+
+
+def _failed(run: dict, reason: str, message: str, now: datetime) -> dict:
+    """A run failed before any Job ran for it."""
+    generation = run["metadata"].get("generation", 1)
     conditions = set_condition(
-        (run.get("status") or {}).get("conditions") or [],
-        "Failed",
-        True,
-        "JobConflict",
-        message,
-        run["metadata"].get("generation", 1),
-        now,
+        (run.get("status") or {}).get("conditions") or [], "Failed", True, reason, message, generation, now
     )
-    return {"phase": "Failed", "reason": "JobConflict", "message": message, "conditions": conditions}
+    return {
+        "phase": "Failed",
+        "reason": reason,
+        "message": message,
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "completionTime": now_rfc3339(now),
+    }
 
 
 def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
@@ -195,18 +245,23 @@ def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
 
 
 def _after_success(ctx: Context, run: dict, rlog: RunLog) -> None:
-    """Restarts spec.restartDeployment once, and only when the new model was promoted."""
+    """Restarts spec.restartDeployment once, and only when the new model was promoted; a refused restart is
+    retried with back-off and shown as the run's reason (RestartFailed) until it succeeds or gives up."""
     target = restart_target(run)
     status = run.get("status") or {}
-    if target is None or status.get("phase") != Phase.SUCCEEDED or status.get("deploymentRestart"):
+    now = ctx.clock()
+    if target is None or status.get("phase") != Phase.SUCCEEDED or not restart_due(run, now):
         return
     namespace, name = target
-    now = ctx.clock()
-    record = {"namespace": namespace, "name": name}
+    previous = status.get("deploymentRestart") or {}
+    record: dict = {"namespace": namespace, "name": name}
+    top: dict = {}
     if not should_restart(run):
         condition = (False, "NotPromoted", f"the model was not promoted: {name} keeps its model")
         event = ("Normal", "RestartSkipped", condition[2])
     else:
+        attempts = int(previous.get("attempts") or 0) + 1
+        record["attempts"] = attempts
         try:
             # The stamp is the run's completion time, not now: a pass repeated after a crash writes the same
             # template again, which rolls nothing a second time.
@@ -215,13 +270,30 @@ def _after_success(ctx: Context, run: dict, rlog: RunLog) -> None:
             crash_point("after-rollout-restart")
             condition = (True, "Restarted", f"restarted Deployment {namespace}/{name}")
             event = ("Normal", "InferenceRestarted", condition[2])
-        except ApiException as error:
-            if error.status not in (403, 404, 422):
-                raise  # may pass: the next pass retries
-            message = f"could not restart Deployment {namespace}/{name}: HTTP {error.status} {error.reason}"
+            if previous.get("error"):  # a retry that worked: the run's reason is its own again
+                top = {"reason": "Completed", "message": success_fields(status.get("result"))["message"]}
+                record["error"] = None
+                record["nextAttemptAt"] = None
+        except (ApiException, HTTPError, OSError) as error:
+            code = getattr(error, "status", None)
+            what = f"HTTP {code} {getattr(error, 'reason', '')}".strip() if code else type(error).__name__
+            message = f"could not restart Deployment {namespace}/{name} ({what}): {restart_hint(code, namespace, name)}"
+            if attempts >= ctx.config.restart_attempts:
+                record["gaveUp"] = True
+                record["nextAttemptAt"] = None
+                message += f"; gave up after {attempts} attempts (kubectl rollout restart it by hand)"
+            else:
+                delay = retry_delay(attempts, ctx.config.restart_retry_seconds)
+                record["nextAttemptAt"] = now_rfc3339(now + delay)
+                message += f"; attempt {attempts} of {ctx.config.restart_attempts}, next in {int(delay.total_seconds())}s"
+            message = one_line(message)
             record["error"] = message
+            top = {"reason": "RestartFailed", "message": message}
             condition = (False, "RestartFailed", message)
-            event = ("Warning", "RestartFailed", message)
+            # One Warning when it first fails and one when it gives up; the attempts between are logged.
+            first_or_last = attempts == 1 or record.get("gaveUp")
+            event = ("Warning", "RestartFailed", message) if first_or_last else None
+            rlog.warning(message)
     conditions = set_condition(
         status.get("conditions") or [],
         "InferenceRestarted",
@@ -229,10 +301,12 @@ def _after_success(ctx: Context, run: dict, rlog: RunLog) -> None:
         run["metadata"].get("generation", 1),
         now,
     )
-    record.setdefault("at", now_rfc3339(now))
+    record["at"] = now_rfc3339(now)
     meta = run["metadata"]
     ctx.kube.patch_run_status(
-        meta["namespace"], meta["name"], {"deploymentRestart": record, "conditions": conditions}
+        meta["namespace"], meta["name"], {"deploymentRestart": record, "conditions": conditions, **top}
     )
-    rlog.info(event[2])
-    ctx.post_event(run, *event)
+    if event is not None:
+        if event[0] == "Normal":
+            rlog.info(event[2])
+        ctx.post_event(run, *event)

@@ -84,6 +84,9 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
 
 
+one_line = _one_line
+
+
 def _condition_true(job: dict, kind: str) -> dict | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":
@@ -138,7 +141,10 @@ def pod_problem(pods: list[dict]) -> tuple[str, str, datetime | None] | None:
         waiting = _trainer_state(pod).get("waiting") or {}
         if waiting.get("reason") in STUCK_WAITING:
             since = parse_time(status.get("startTime") or pod["metadata"].get("creationTimestamp"))
-            return waiting["reason"], _one_line(waiting.get("message") or waiting["reason"]), since
+            # The kubelet says ErrImagePull at each pull attempt and ImagePullBackOff between them: one
+            # reason for both, or the run's reason (and its Events) would flap with every attempt.
+            reason = "ImagePullBackOff" if waiting["reason"] == "ErrImagePull" else waiting["reason"]
+            return reason, _one_line(waiting.get("message") or waiting["reason"]), since
         for cond in status.get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 reason = cond.get("reason") or "Unschedulable"
@@ -189,10 +195,34 @@ SUCCESS_FIELDS = (
 )
 
 
+# Status shows metrics to 3 places (0.056, not 0.05583333333333334); the registry keeps them exact.
+PLACES = 3
+
+
+def rounded(value: Any) -> Any:
+    return (
+        round(float(value), PLACES)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+        else value
+    )
+
+
+def map50_column(status: dict) -> float | None:
+    """What the MAP50 column shows (status.mAP50): the final model's mAP50 once the run has one, else the
+    best validation mAP50 the trainer has reported so far, to 3 places."""
+    final = (status.get("metrics") or {}).get("mAP50")
+    value = final if final is not None else (status.get("progress") or {}).get("bestMAP50")
+    return rounded(value) if value is not None else None
+
+
 def success_fields(result: dict | None) -> dict:
     if not result:
         return {"message": "the trainer exited 0 without a result"}
     fields = {key: result[key] for key in SUCCESS_FIELDS if result.get(key) is not None}
+    if isinstance(fields.get("metrics"), dict):
+        fields["metrics"] = {k: rounded(v) for k, v in fields["metrics"].items()}
+    if "championMAP50" in fields:
+        fields["championMAP50"] = rounded(fields["championMAP50"])
     metrics = result.get("metrics") or {}
     version = result.get("modelVersion") or "?"
     summary = f"model {version}"
@@ -278,6 +308,9 @@ def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, st
         reason = "Completed"
         message = new.pop("message")
     new |= {"phase": str(phase), "reason": reason, "message": message}
+    column = map50_column(status | {k: new[k] for k in ("metrics",) if k in new})
+    if column is not None:
+        new["mAP50"] = column
     new["observedGeneration"] = run["metadata"].get("generation", 1)
     if job is not None:
         new["jobName"] = job["metadata"]["name"]

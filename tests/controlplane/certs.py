@@ -14,18 +14,43 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+# Client identities: (common name = user, organisation = group or None). The controller-manager is in
+# system:masters because it runs without --use-service-account-credentials (one identity for all of its
+# controllers, no per-controller ServiceAccounts to create at start-up); the scheduler has only what its
+# bootstrap ClusterRoles grant, as in a real cluster.
+CLIENTS = {
+    "admin": ("admin", "system:masters"),
+    "kube-controller-manager": ("system:kube-controller-manager", "system:masters"),
+    "kube-scheduler": ("system:kube-scheduler", None),
+    # The API server's identity towards the kubelet (container logs).
+    "kubelet-client": ("kube-apiserver-kubelet-client", None),
+}
+
 
 @dataclass(frozen=True)
 class CertFiles:
-    """Paths of the files the API server and its clients need."""
+    """Paths of the files the API server, the kubelet and their clients need."""
 
+    folder: Path
     ca_cert: Path
     serving_cert: Path
     serving_key: Path
-    admin_cert: Path
-    admin_key: Path
     sa_key: Path
     sa_pub: Path
+    kubelet_serving_cert: Path  # the process kubelet's HTTPS endpoint on 127.0.0.1
+    kubelet_serving_key: Path
+
+    def client(self, name: str) -> tuple[Path, Path]:
+        """(certificate, key) of one of CLIENTS."""
+        return self.folder / f"{name}.crt", self.folder / f"{name}.key"
+
+    @property
+    def admin_cert(self) -> Path:
+        return self.client("admin")[0]
+
+    @property
+    def admin_key(self) -> Path:
+        return self.client("admin")[1]
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
@@ -71,62 +96,50 @@ def _cert(
 
 
 def generate(folder: Path) -> CertFiles:
-    """Writes a CA, a serving cert for 127.0.0.1/localhost, an admin client cert and a ServiceAccount key."""
+    """Writes a CA, the API server's serving cert for 127.0.0.1/localhost, a client cert per CLIENTS entry,
+    a ServiceAccount signing key, and the kubelet's serving cert."""
     folder.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "waste-detection-test-ca")])
     ca = _cert(ca_name, ca_key, ca_name, ca_key, ca=True)
-
-    serving_key = ec.generate_private_key(ec.SECP256R1())
-    serving = _cert(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-        serving_key,
-        ca_name,
-        ca_key,
-        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=[
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-            x509.DNSName("localhost"),
-            x509.DNSName("kubernetes.default.svc"),
-        ],
-    )
-    admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = _cert(
-        x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
-            ]
-        ),
-        admin_key,
-        ca_name,
-        ca_key,
-        usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
-    )
-    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
     files = CertFiles(
+        folder=folder,
         ca_cert=folder / "ca.crt",
         serving_cert=folder / "apiserver.crt",
         serving_key=folder / "apiserver.key",
-        admin_cert=folder / "admin.crt",
-        admin_key=folder / "admin.key",
         sa_key=folder / "sa.key",
         sa_pub=folder / "sa.pub",
+        kubelet_serving_cert=folder / "kubelet.crt",
+        kubelet_serving_key=folder / "kubelet.key",
     )
-    pem = serialization.Encoding.PEM
     files.ca_cert.write_bytes(ca.public_bytes(pem))
-    files.serving_cert.write_bytes(serving.public_bytes(pem))
-    files.serving_key.write_bytes(_pem_key(serving_key))
-    files.admin_cert.write_bytes(admin.public_bytes(pem))
-    files.admin_key.write_bytes(_pem_key(admin_key))
+
+    def issue(cert_path: Path, key_path: Path, subject: x509.Name, **kw: object) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert_path.write_bytes(_cert(subject, key, ca_name, ca_key, **kw).public_bytes(pem))  # type: ignore[arg-type]
+        key_path.write_bytes(_pem_key(key))
+        key_path.chmod(0o600)
+
+    def name(cn: str, org: str | None = None) -> x509.Name:
+        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
+        return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    issue(files.serving_cert, files.serving_key, name("kube-apiserver"), usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+          sans=[loopback, x509.IPAddress(ipaddress.ip_address("10.0.0.1")), x509.DNSName("localhost"),
+                x509.DNSName("kubernetes.default.svc")])  # fmt: skip
+    issue(files.kubelet_serving_cert, files.kubelet_serving_key, name("system:node:local-node"),
+          usage=[ExtendedKeyUsageOID.SERVER_AUTH], sans=[loopback])  # fmt: skip
+    for client, (cn, org) in CLIENTS.items():
+        issue(*files.client(client), name(cn, org), usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files.sa_key.write_bytes(_pem_key(sa_key))
+    files.sa_key.chmod(0o600)
     files.sa_pub.write_bytes(
         sa_key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    for key_file in (files.serving_key, files.admin_key, files.sa_key):
-        key_file.chmod(0o600)
     return files
 
 
@@ -141,14 +154,18 @@ def write_kubeconfig(
     user: str,
     *,
     token: str | None = None,
+    token_file: Path | None = None,
     client_cert: Path | None = None,
     client_key: Path | None = None,
     namespace: str | None = None,
 ) -> Path:
-    """Writes a one-context kubeconfig that authenticates with a bearer token or a client certificate."""
+    """Writes a one-context kubeconfig that authenticates with a bearer token (inline or a file that its
+    writer may refresh) or a client certificate."""
     credentials: dict[str, str] = {}
     if token is not None:
         credentials["token"] = token
+    if token_file is not None:
+        credentials["tokenFile"] = str(token_file)
     if client_cert is not None and client_key is not None:
         credentials["client-certificate-data"] = _b64(client_cert)
         credentials["client-key-data"] = _b64(client_key)

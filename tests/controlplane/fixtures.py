@@ -1,7 +1,9 @@
-"""Pytest plugin: a real control plane (`control_plane`), fresh namespaces and the Job runner.
+"""Pytest plugin: the real control plane (`control_plane`), the process kubelet (`kubelet`), fresh
+namespaces.
 
-Loaded from tests/conftest.py. The control plane starts lazily, once per session, on the first test that
-asks for it; the binaries are built by build.sh on first use (10-20 min) and cached outside the repo.
+Loaded from tests/conftest.py. The control plane and the kubelet start lazily, once per session, on the
+first test that asks for them; the binaries are built by build.sh on first use (20-25 min) and cached
+outside the repo.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import secrets
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from tests.controlplane.jobrunner import JobRunner
+from tests.controlplane.kubelet import Kubelet
 from tests.controlplane.server import ControlPlane, build_binaries
+from tests.controlplane.util import wait_for
 
-__all__ = ["ControlPlane", "JobRunner", "control_plane", "job_runner", "namespace"]
+__all__ = ["ControlPlane", "Kubelet", "control_plane", "kubelet", "namespace"]
 
 _started: list[ControlPlane] = []
 
@@ -53,28 +55,36 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         cp.stop()
 
 
+@pytest.fixture(scope="session")
+def kubelet(control_plane: ControlPlane) -> Iterator[Kubelet]:
+    """The process kubelet of the cluster's one Node (see tests/controlplane/kubelet)."""
+    node = Kubelet(control_plane, root=control_plane.workdir / "kubelet").start()
+    try:
+        yield node
+    finally:
+        node.stop()
+    if node.errors:  # a bug of the kubelet, not of the code under test
+        raise RuntimeError("process kubelet errors:\n" + "\n".join(node.errors))
+
+
 @pytest.fixture
-def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> str:
-    """A fresh namespace per test. Not deleted afterwards: without the namespace controller a deleted
-    namespace would stay Terminating forever; the whole etcd goes away with the session."""
+def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, ready for Pods (its "default" ServiceAccount and root CA ConfigMap exist).
+    Deleted afterwards: the namespace controller removes what is left, and the kubelet stops its Pods."""
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-") or "t"
     name = f"{base}-{secrets.token_hex(3)}"
     with control_plane.api_client() as api:
-        client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": name}})
 
+        def ready() -> bool:
+            sas = core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+            cms = core.list_namespaced_config_map(name, field_selector="metadata.name=kube-root-ca.crt").items
+            return bool(sas and cms)
 
-@pytest.fixture
-def job_runner(control_plane: ControlPlane) -> Iterator[JobRunner]:
-    """Plays the Job controller and kubelet for Jobs labelled managed-by=waste-detection-operator."""
-    runner = JobRunner(control_plane, cwd=Path(__file__).resolve().parents[2])
-    runner.start()
-    try:
-        yield runner
-    finally:
-        runner.stop()
-    if runner.errors:  # a bug in the emulation, not in the code under test
-        raise RuntimeError("JobRunner worker errors:\n" + "\n".join(runner.errors))
+        wait_for(ready, 30, f"namespace {name}: the default ServiceAccount and kube-root-ca.crt")
+        yield name
+        core.delete_namespace(name, propagation_policy="Background")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,9 +1,12 @@
-"""A real kube-apiserver + etcd pair, run as local processes (no containers, no controller-manager).
+"""The real control plane as local processes: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
 
-What is missing compared with a cluster: no controller-manager (no garbage collector, no namespace
-controller: a deleted namespace stays Terminating; no ServiceAccount token controller, no "default"
-ServiceAccount), no scheduler, no kubelet. The ServiceAccount admission plugin is disabled (as envtest
-does), so Pods can be created without their ServiceAccount existing; `JobRunner` checks it itself.
+All built from the upstream Go modules by build.sh, on free 127.0.0.1 ports, each with its own client
+certificate. The controller-manager runs the controllers a training cluster relies on (CONTROLLERS: Jobs,
+Deployments and ReplicaSets, the garbage collector, ttl-after-finished, namespaces, ServiceAccounts, the
+root CA publisher, pod GC); the Job controller's pod-failure back-off is shortened through the environment
+(JOB_TIMINGS, read by kcm/main.go), nothing else differs from upstream. The API server runs its default
+admission plugins, ServiceAccount included: a Pod needs its ServiceAccount to exist and gets the projected
+token volume. What is missing is a kubelet: `tests/controlplane/kubelet` provides a process kubelet.
 """
 
 from __future__ import annotations
@@ -27,6 +30,18 @@ from tests.controlplane import certs
 
 BUILD_SH = Path(__file__).with_name("build.sh")
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "job-controller", "deployment-controller", "replicaset-controller", "ttl-after-finished-controller",
+    "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller", "pod-garbage-collector-controller",
+)  # fmt: skip
+# Upstream: a failed Pod is replaced after 10 s, doubling to 10 min, and Job events are batched for 1 s.
+# Retries in tests would take minutes; these keep the same logic on a shorter clock.
+JOB_TIMINGS = {
+    "WD_JOB_POD_FAILURE_BACKOFF": "200ms",
+    "WD_JOB_MAX_POD_FAILURE_BACKOFF": "2s",
+    "WD_JOB_SYNC_BATCH_PERIOD": "200ms",
+}
 
 _live: list[subprocess.Popen[bytes]] = []
 
@@ -78,7 +93,8 @@ def build_binaries(log: Path) -> Path:
 
 
 class ControlPlane:
-    """etcd + kube-apiserver on free 127.0.0.1 ports, with an admin kubeconfig (system:masters)."""
+    """etcd, kube-apiserver, kube-controller-manager and kube-scheduler on free 127.0.0.1 ports, with an
+    admin kubeconfig (system:masters)."""
 
     def __init__(self, bin_dir: Path, workdir: Path) -> None:
         self.bin_dir = Path(bin_dir)
@@ -88,14 +104,22 @@ class ControlPlane:
         self.server = f"https://127.0.0.1:{self.port}"
         self.kubeconfig = ""
         self.start_seconds = float("nan")
+        self.start_phases: dict[str, float] = {}  # seconds from start() until each component was ready
         self.build_seconds = float("nan")
         self.binaries_were_cached = False
         self._procs: list[subprocess.Popen[bytes]] = []
         self._names: dict[int, str] = {}
         self._certs: certs.CertFiles | None = None
 
+    @property
+    def certs(self) -> certs.CertFiles:
+        assert self._certs is not None, "the control plane is not started"
+        return self._certs
+
     # -- lifecycle -------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             die_with_parent([str(self.bin_dir / name), *args]),
@@ -103,6 +127,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         log.close()
         self._procs.append(proc)
@@ -110,8 +135,20 @@ class ControlPlane:
         _live.append(proc)
         return proc
 
+    def _component_kubeconfig(self, name: str) -> Path:
+        cert, key = self.certs.client(name)
+        return certs.write_kubeconfig(
+            self.workdir / f"{name}.kubeconfig",
+            self.server,
+            self.certs.ca_cert,
+            name,
+            client_cert=cert,
+            client_key=key,
+        )
+
     def start(self, timeout: float = 60.0) -> None:
         t0 = time.monotonic()
+        deadline = t0 + timeout
         self._certs = c = certs.generate(self.workdir / "pki")
         etcd_port, peer_port = free_port(), free_port()
         etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
@@ -129,6 +166,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
+        kubelet_cert, kubelet_key = c.client("kubelet-client")
         self._spawn(
             "kube-apiserver",
             [
@@ -145,7 +183,11 @@ class ControlPlane:
                 f"--service-account-key-file={c.sa_pub}",
                 f"--service-account-signing-key-file={c.sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                "--disable-admission-plugins=ServiceAccount",
+                # Container logs (`kubectl logs`) are fetched from the kubelet over HTTPS, both sides verified.
+                f"--kubelet-client-certificate={kubelet_cert}",
+                f"--kubelet-client-key={kubelet_key}",
+                f"--kubelet-certificate-authority={c.ca_cert}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--enable-priority-and-fairness=false",
                 "--watch-cache=false",  # starts ~40% faster on 2 cores; watches are served from etcd
                 "--endpoint-reconciler-type=none",
@@ -164,13 +206,50 @@ class ControlPlane:
                 client_key=c.admin_key,
             )
         )
-        self._wait_ready(t0 + timeout)
+        self._wait_healthy(f"{self.server}/readyz", "kube-apiserver", deadline, client_cert=True)
+        self.start_phases["kube-apiserver"] = time.monotonic() - t0
+        # Both retry until the API server answers, but starting them after it keeps their logs readable.
+        kcm_port, scheduler_port = free_port(), free_port()
+        self._spawn(
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={self._component_kubeconfig('kube-controller-manager')}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={kcm_port}",
+                f"--cert-dir={self.workdir / 'kcm-certs'}",
+                "--profiling=false",
+                f"--controllers={','.join(CONTROLLERS)}",
+                f"--root-ca-file={c.ca_cert}",
+                "--v=1",
+            ],
+            env=JOB_TIMINGS,
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                f"--kubeconfig={self._component_kubeconfig('kube-scheduler')}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={scheduler_port}",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self._wait_healthy(f"https://127.0.0.1:{kcm_port}/healthz", "kube-controller-manager", deadline)
+        self.start_phases["kube-controller-manager"] = time.monotonic() - t0
+        self._wait_healthy(f"https://127.0.0.1:{scheduler_port}/healthz", "kube-scheduler", deadline)
+        self.start_phases["kube-scheduler"] = time.monotonic() - t0
         self.start_seconds = time.monotonic() - t0
 
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._certs is not None
-        ctx = ssl.create_default_context(cafile=str(self._certs.ca_cert))
-        ctx.load_cert_chain(str(self._certs.admin_cert), str(self._certs.admin_key))
+    def _wait_healthy(self, url: str, name: str, deadline: float, client_cert: bool = False) -> None:
+        """Polls `url` until it answers 200, failing early when any of our processes exited."""
+        if client_cert:
+            ctx = ssl.create_default_context(cafile=str(self.certs.ca_cert))
+            ctx.load_cert_chain(str(self.certs.admin_cert), str(self.certs.admin_key))
+        else:  # the components' self-signed serving certificates (their --cert-dir)
+            ctx = ssl._create_unverified_context()
         last = ""
         while time.monotonic() < deadline:
             for proc in self._procs:
@@ -179,24 +258,24 @@ class ControlPlane:
                         f"{self._names[proc.pid]} exited with {proc.returncode}; {self._log_tails()}"
                     )
             try:
-                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=2) as r:
+                with urllib.request.urlopen(url, context=ctx, timeout=2) as r:
                     if r.status == 200:
                         return
             except (OSError, http.client.HTTPException) as e:  # not up yet
                 last = str(e)
             time.sleep(0.1)
-        raise TimeoutError(f"kube-apiserver not ready: {last}; {self._log_tails()}")
+        raise TimeoutError(f"{name} not healthy at {url}: {last}; {self._log_tails()}")
 
     def _log_tails(self) -> str:
         parts = []
-        for name in ("etcd", "kube-apiserver"):
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             log = self.workdir / f"{name}.log"
             if log.exists():
                 parts.append(f"--- {log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
         return "\n".join(parts)
 
     def stop(self) -> None:
-        for proc in reversed(self._procs):  # apiserver first, then etcd
+        for proc in reversed(self._procs):  # scheduler, controller-manager, apiserver, then etcd
             _kill_group(proc)
             with contextlib.suppress(ValueError):
                 _live.remove(proc)
@@ -228,7 +307,7 @@ class ControlPlane:
         config.load_kube_config(
             config_file=kubeconfig or self.kubeconfig, client_configuration=cfg, persist_config=False
         )
-        cfg.connection_pool_maxsize = 16  # the JobRunner's threads share one client
+        cfg.connection_pool_maxsize = 16  # the kubelet's pod workers share one client
         return client.ApiClient(cfg)
 
     def service_account_kubeconfig(self, namespace: str, name: str, expiration_seconds: int = 86400) -> str:

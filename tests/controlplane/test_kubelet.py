@@ -1,12 +1,16 @@
-"""The kubelet emulation's pure parts (no control plane needed)."""
+"""The process kubelet's pure parts (no control plane needed)."""
 
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 
-from tests.controlplane import kubelet
+from tests.controlplane.kubelet import spec as kubelet
+from tests.controlplane.kubelet import status
+from tests.controlplane.kubelet.logs import tail
+from tests.controlplane.kubelet.runtime import ProcessRuntime, image_repository, rewrite
 
 POD = {
     "metadata": {"name": "p-abcde", "namespace": "ns", "labels": {"a": "b"}},
@@ -99,3 +103,44 @@ def test_resource_field_refs_resolve_like_the_kubelet() -> None:
         "2048",
     )  # rounded up, as the kubelet does
     assert "NONE" not in env
+
+
+def test_the_kubelet_keeps_conditions_it_does_not_own() -> None:
+    scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    ready = {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:01Z"}
+    old = {"conditions": [scheduled, ready], "qosClass": "Burstable", "startTime": "2026-01-01T00:00:02Z"}
+    running = status.container_status({"name": "main"}, {"running": {"startedAt": "x"}}, ready=True)
+    new = status.pod_status(old, "Running", running, start_time="later")
+    by_type = {c["type"]: c for c in new["conditions"]}
+    assert by_type["PodScheduled"] == scheduled and by_type["Ready"]["status"] == "True"
+    assert by_type["Ready"]["lastTransitionTime"] != ready["lastTransitionTime"]
+    assert (new["qosClass"], new["startTime"], new["podIP"]) == ("Burstable", old["startTime"], "127.0.0.1")
+
+    reason, message, disruption = status.eviction({"name": "main"})
+    stopped = status.container_status({"name": "main"}, status.terminated(137, "Error", "x"))
+    evicted = status.pod_status(
+        new, "Failed", stopped, start_time="", reason=reason, extra_conditions=(disruption,)
+    )
+    by_type = {c["type"]: c for c in evicted["conditions"]}
+    assert by_type["DisruptionTarget"]["reason"] == "TerminationByKubelet"
+    assert by_type["Ready"]["reason"] == "PodCompleted" and by_type["PodScheduled"] == scheduled
+
+
+def test_process_runtime_maps_container_paths_and_images() -> None:
+    mounts = (kubelet.Mount("/tmp", Path("/h/tmp")), kubelet.Mount("/dev/termination-log", Path("/h/term")))
+    assert rewrite("/tmp/report.json", mounts) == "/h/tmp/report.json"
+    assert rewrite("/tmpfoo", mounts) == "/tmpfoo" and rewrite("/dev/termination-log", mounts) == "/h/term"
+    assert image_repository("ghcr.io/waste-detection/operator:0.1.0") == "ghcr.io/waste-detection/operator"
+    assert image_repository("localhost:5000/x@sha256:ab") == "localhost:5000/x"
+    spec = kubelet.ContainerSpec(pod="ns/p", name="c", image="ghcr.io/waste-detection/operator:0.1.0", command=None,
+                                 args=None, env={}, working_dir=None, mounts=mounts, security=kubelet.Security(),
+                                 log_path=Path("/h/log"))  # fmt: skip
+    runtime = ProcessRuntime(python="/py")
+    assert runtime.argv(spec) == ["/py", "-m", "waste_operator"]
+    with pytest.raises(Exception, match="no entrypoint for image"):
+        runtime.argv(spec.__class__(**{**spec.__dict__, "image": "nginx:1"}))
+
+
+def test_log_tail_and_limit() -> None:
+    data = b"a\nb\nc\n"
+    assert tail(data, 2, None) == b"b\nc\n" and tail(data, None, 3) == b"a\nb" and tail(data, 0, None) == b""

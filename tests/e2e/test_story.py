@@ -1,12 +1,10 @@
-"""The whole story as a user lives it, on real parts only: the control plane, the operator running with its
-ServiceAccount's permissions, the job runner playing kubelet, the real trainer, PostgreSQL, fake-gcs-server."""
+"""The whole story as a user lives it, on real parts only: the control plane with its controllers, the
+operator deployed from manifests/ (its Pod run by the process kubelet under the operator's ServiceAccount),
+the real trainer in the Job's Pod, PostgreSQL, fake-gcs-server."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from tests.controlplane.server import free_port
 from tests.controlplane.util import wait_for
 from tests.fixtures.data import write_yolo_folder
 from tests.fixtures.inference_api import InferenceAPI, create_inference_table, psql
+from tests.operator.admission import SHIPPED_BINDINGS, activate_bindings, retire_bindings
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "waste-detection"
@@ -43,108 +42,76 @@ def training_run(name: str, **spec) -> str:
     )
 
 
-@pytest.fixture
-def cluster(control_plane, postgres, gcs, tmp_path):
-    from tests.controlplane.jobrunner import JobRunner
+RESTRICTED = {  # the namespace enforces the restricted Pod Security Standard
+    "runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}  # fmt: skip
+INFERENCE_API = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "inference-api", "namespace": NS},
+    "spec": {
+        "selector": {"matchLabels": {"app": "inference-api"}},
+        "template": {
+            "metadata": {"labels": {"app": "inference-api"}},
+            "spec": {"containers": [{"name": "api", "image": "inference-api:1", "securityContext": RESTRICTED,
+                                     "command": ["python", "-c", "import time; time.sleep(3600)"]}]},
+        },
+    },
+}  # fmt: skip
 
-    # 1. The product's manifests, as a platform engineer applies them.
-    control_plane.kubectl("apply", "-k", str(ROOT / "manifests"))
-    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
+
+def manifests_with(control_plane, config: dict[str, str]) -> str:
+    """`kubectl kustomize manifests/` with the operator's ConfigMap set for this installation."""
+    docs = list(yaml.safe_load_all(control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout))
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "waste-operator-config":
+            doc["data"] |= config
+    return yaml.safe_dump_all(docs)
+
+
+@pytest.fixture
+def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
+    from tests.controlplane.kubelet import NamespaceView
+
     dsn = postgres.new_database()
     create_inference_table(dsn)
     images, models, datasets = gcs.bucket(), gcs.bucket(), gcs.bucket()
-    control_plane.kubectl(
-        "-n",
-        NS,
-        "patch",
-        "configmap",
-        "waste-operator-config",
-        "--type=merge",
-        "-p",
-        yaml.safe_dump(
-            {
-                "data": {
-                    "GCS_MODELS_BUCKET": models.name,
-                    "GCS_IMAGES_BUCKET": images.name,
-                    "GCS_DATASETS_BUCKET": datasets.name,
-                }
-            }
-        ),
-    )
+    # The cluster's route to "GCS", and a work folder for the trainer's downloads.
+    node = NamespaceView(kubelet, NS, cwd=ROOT, env={"STORAGE_EMULATOR_HOST": gcs.endpoint,
+                                                     "TRAINER_WORK_DIR": str(tmp_path / "work")})  # fmt: skip
+    # 1. The product's manifests, as a platform engineer applies them with their settings. The process
+    # kubelet runs Pods on the host's network: the liveness endpoint gets a free port instead of 8080.
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    config = {"GCS_MODELS_BUCKET": models.name, "GCS_IMAGES_BUCKET": images.name,
+              "GCS_DATASETS_BUCKET": datasets.name, "LIVENESS_ENDPOINT": liveness}  # fmt: skip
+    control_plane.kubectl("apply", "-f", "-", input=manifests_with(control_plane, config))
+    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
+    activate_bindings(control_plane, *SHIPPED_BINDINGS)  # the admission policies act, as in a cluster
     control_plane.kubectl(
         "-n", NS, "create", "secret", "generic", "waste-detection-db", f"--from-literal=database-url={dsn}"
     )
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(INFERENCE_API))
+    # 2. The operator's Pod, (re)started with this configuration (an earlier test may have applied the
+    # manifests with their defaults), Ready under its ServiceAccount.
+    control_plane.kubectl("-n", NS, "rollout", "restart", "deployment/waste-operator")
     control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=yaml.safe_dump(
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": "inference-api", "namespace": NS},
-                "spec": {
-                    "selector": {"matchLabels": {"app": "inference-api"}},
-                    "template": {
-                        "metadata": {"labels": {"app": "inference-api"}},
-                        "spec": {"containers": [{"name": "api", "image": "inference-api:1"}]},
-                    },
-                },
-            }
-        ),
+        "-n", NS, "rollout", "status", "deployment/waste-operator", "--timeout=90s", timeout=120
     )
-
-    runner = JobRunner(
-        control_plane,
-        namespace=NS,
-        cwd=ROOT,
-        extra_env={
-            "STORAGE_EMULATOR_HOST": gcs.endpoint,  # the cluster's route to "GCS"
-            "TRAINER_WORK_DIR": str(tmp_path / "work"),
-        },
-    ).start()
-
-    # 2. The operator, configured from its ConfigMap (as envFrom does) and with only its ServiceAccount.
-    config = yaml.safe_load(
-        control_plane.kubectl("-n", NS, "get", "configmap", "waste-operator-config", "-o", "yaml").stdout
-    )["data"]
-    port = free_port()
-    env = (
-        {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        | config
-        | {
-            "KUBECONFIG": control_plane.service_account_kubeconfig(NS, "waste-operator"),
-            "LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    log = tmp_path / "operator.log"
-    with log.open("wb") as out:
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "waste_operator"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def alive() -> bool:
-        assert operator.poll() is None, log.read_text()
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200
-        except OSError:
-            return False
-
-    wait_for(alive, timeout=30, message="operator liveness")
+    wait_for(lambda: urllib.request.urlopen(liveness, timeout=2).status == 200, 60, "operator liveness",
+             ignore=(OSError,))  # fmt: skip
     api = InferenceAPI(dsn=dsn, bucket=images)
     try:
-        yield api, models, datasets, dsn, runner
+        yield api, models, datasets, dsn, node
     finally:
-        os.killpg(operator.pid, signal.SIGTERM)
-        operator.wait(20)
-        runner.stop()
-        print("--- operator log ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        log = control_plane.kubectl("-n", NS, "logs", "deployment/waste-operator", "--tail=40", check=False)
+        print("--- operator log ---\n" + log.stdout + log.stderr)
+        control_plane.kubectl(
+            "-n", NS, "delete", "deployment", "waste-operator", "inference-api", "--wait=false"
+        )
+        node.close()
+        # They act on every namespace of this shared API server: the session's other tests use others.
+        retire_bindings(control_plane, *SHIPPED_BINDINGS)
 
 
 def wait_phase(control_plane, name: str, timeout: float = 420) -> dict:
@@ -223,9 +190,9 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     # What a user sees.
     table = control_plane.kubectl("-n", NS, "get", "trainingruns").stdout
     lines = {line.split()[0]: line.split() for line in table.strip().splitlines()}
-    assert lines["NAME"][:5] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL"]
-    assert lines["first"][1] == "Succeeded" and lines["first"][4] == "v1"
-    assert lines["second"][1] == "Succeeded" and lines["second"][4] == "v2"
+    assert lines["NAME"][:6] == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED"]
+    assert lines["first"][1:3] == ["Succeeded", "1/1"] and lines["first"][4:6] == ["v1", "true"], table
+    assert lines["second"][1:3] == ["Succeeded", "1/1"] and lines["second"][4:6] == ["v2", "true"], table
 
     # Nothing new: the run fails with a clear reason; latest is untouched.
     gen = models.get_blob("models/latest/yolov8n_waste.pt").generation

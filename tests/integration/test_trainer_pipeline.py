@@ -219,10 +219,51 @@ def test_dataset_mode_from_a_folder_and_from_gcs(world, gcs):
 
 
 def test_missing_base_weights_fail_with_the_file_to_provide(world):
-    api, models, env, _ = world
+    api, models, env, tmp = world
     api.add(4, "verified")
     code, report, err = run_trainer(["--from-inferences", "--base-model", "yolov8n.pt", *FAST], env)
     assert code == 6
     assert report["reason"] == "ModelUnavailable" and "yolov8n.pt" in report["message"]
     assert "--base-model yolov8n.yaml" in report["message"]
+    assert str(tmp / "weights" / "yolov8n.pt") in report["message"]  # on the CLI: where to put it
     assert names(models, "models/") == set()
+
+
+def test_in_a_cluster_a_missing_base_model_names_only_what_a_user_can_change_there(world, gcs):
+    api, models, env, tmp = world
+    api.add(4, "verified")
+    cluster = env | {"TRAININGRUN_NAME": "nightly", "TRAININGRUN_NAMESPACE": "wd", "TRAININGRUN_UID": "u-1",
+                     "TRAINER_WEIGHTS_DIR": str(tmp / "empty-weights")}  # fmt: skip
+    code, report, err = run_trainer(["--from-inferences", "--base-model", "yolov8n.pt", *FAST], cluster)
+    assert code == 6 and report["reason"] == "ModelUnavailable", err
+    message = report["message"]
+    assert "spec.baseModel" in message and "gs://" in message and "yolov8n.yaml" in message
+    # never a path inside the Job's throwaway /tmp or the trainer's local folder
+    assert str(tmp) not in message.replace(str(tmp / "empty-weights"), "") and ".wd-local" not in message
+
+    code, report, err = run_trainer(
+        ["--from-inferences", "--base-model", f"gs://{models.name}/mine/nope.pt", *FAST], cluster
+    )
+    assert code == 6 and report["reason"] == "ModelUnavailable", err  # not a storage error to retry
+    assert f"gs://{models.name}/mine/nope.pt does not exist" in report["message"]
+
+
+@pytest.mark.slow
+def test_the_first_run_fine_tunes_the_pretrained_weights_baked_into_the_trainer_image(world):
+    """The trainer image sets TRAINER_WEIGHTS_DIR=/opt/weights and bakes yolov8n.pt there; the default
+    spec.baseModel (yolov8n.pt) then works on a fresh install, where models/latest/ is empty."""
+    from ultralytics import YOLO
+
+    api, models, env, tmp = world
+    api.add(8, "verified")
+    baked = tmp / "opt-weights"
+    baked.mkdir()
+    YOLO("yolov8n.yaml").save(str(baked / "yolov8n.pt"))  # stands in for the COCO-pretrained file (offline)
+    cluster = env | {"TRAININGRUN_NAME": "first", "TRAININGRUN_NAMESPACE": "wd", "TRAININGRUN_UID": "u-first",
+                     "TRAINER_WEIGHTS_DIR": str(baked)}  # fmt: skip
+    code, report, err = run_trainer(["--from-inferences", "--only-verified", *FAST], cluster)  # default base
+    assert code == 0, err
+    assert f"base={baked / 'yolov8n.pt'}" in err
+    assert report["model"]["version"] == "v1" and report["promotion"]["promoted"] is True
+    meta = json.loads(models.blob("models/v1/metadata.json").download_as_bytes())
+    assert meta["base_model"] == "yolov8n.pt" and meta["base_version"] is None

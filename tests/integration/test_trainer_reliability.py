@@ -51,13 +51,16 @@ def _wait_log(log: Path, text: str, proc: subprocess.Popen, timeout: float = 300
 
 
 @pytest.mark.slow
-def test_a_killed_trainer_resumes_from_its_last_checkpoint(postgres, gcs, tmp_path):
-    """SIGKILL mid-training (a preempted spot node); the Job's retry resumes instead of starting over."""
+def test_a_killed_trainer_resumes_from_its_last_checkpoint_and_only_its_own_run_does(postgres, gcs, tmp_path):
+    """SIGKILL mid-training (a preempted spot node); the Job's retry resumes instead of starting over. A
+    TrainingRun deleted and created again under the same name (another uid) is another run: it starts afresh
+    with its own spec, and the old run's checkpoint is not its to resume."""
     dsn = postgres.new_database()
     create_inference_table(dsn)
     images, models = gcs.bucket(), gcs.bucket()
     InferenceAPI(dsn=dsn, bucket=images).add(16, "verified")
-    env = _env(dsn, images, models, gcs, tmp_path, TRAININGRUN_NAME="spot-run", TRAININGRUN_NAMESPACE="ml")
+    run = {"TRAININGRUN_NAME": "spot-run", "TRAININGRUN_NAMESPACE": "ml"}
+    env = _env(dsn, images, models, gcs, tmp_path, **run, TRAININGRUN_UID="uid-first")
     args = ["--from-inferences", "--only-verified", "--base-model", "yolov8n.yaml", "--epochs", "3", *FAST]
 
     first = _start(args, env, tmp_path / "first.log")
@@ -73,21 +76,38 @@ def test_a_killed_trainer_resumes_from_its_last_checkpoint(postgres, gcs, tmp_pa
     assert not [b for b in models.client.list_blobs(models, prefix="models/")], (
         "a killed run published a model"
     )
+    assert [b.name for b in models.client.list_blobs(models, prefix="checkpoints/")] == [
+        "checkpoints/uid-first/last.pt"
+    ]
 
-    code, report, err = run_trainer(args, env)
+    # The same name, created again with another spec: a new run, trained afresh.
+    again_env = _env(dsn, images, models, gcs, tmp_path, **run, TRAININGRUN_UID="uid-second")
+    # skip: latest stays empty, so the first run's retry below still has all the records to train on
+    again_args = ["--from-inferences", "--only-verified", "--base-model", "yolov8n.yaml", "--epochs", "1",
+                  "--promotion", "skip", *FAST]  # fmt: skip
+    code, other, err = run_trainer(again_args, again_env)
+    assert code == 0, err
+    assert other["training"]["resumed_from_epoch"] is None, "resumed another run's checkpoint"
+    assert (other["training"]["epochs"], other["training"]["epochs_completed"]) == (1, 1)
+    assert other["model"]["version"] == "v1" and other["run_id"] == "uid-second"
+
+    code, report, err = run_trainer(args, env)  # the first run's Job retries
     assert code == 0, err
     assert report["training"]["resumed_from_epoch"] in (1, 2)
     assert report["training"]["epochs_completed"] == 3
-    assert report["model"]["version"] == "v1"
+    assert report["model"]["version"] == "v2"
     assert not [b.name for b in models.client.list_blobs(models, prefix="checkpoints/")], (
         "checkpoint left behind"
     )
     # The retry of an already-succeeded run does not train again.
     t0 = time.monotonic()
     code, again, err = run_trainer(args, env)
-    assert code == 0 and again["model"]["version"] == "v1", err
+    assert code == 0 and again["model"]["version"] == "v2", err
     assert "train" not in again["timings"] and time.monotonic() - t0 < 60
-    assert psql(dsn, "SELECT count(*) FROM model_versions") == "1"
+    assert psql(dsn, "SELECT count(*) FROM model_versions") == "2"
+    assert psql(dsn, "SELECT id, run_namespace, run_name, status FROM training_runs ORDER BY id") == (
+        "uid-first|ml|spot-run|succeeded\nuid-second|ml|spot-run|succeeded"
+    )
 
 
 @pytest.mark.slow

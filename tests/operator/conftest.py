@@ -43,6 +43,20 @@ def trainingrun_crd(control_plane):
     return "trainingruns.training.wastedetection.io"
 
 
+@pytest.fixture(scope="session")
+def trainingschedule_crd(control_plane, trainingrun_crd):
+    from tests.operator.harness import ROOT
+
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "crds" / "trainingschedule.yaml"))
+    control_plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/trainingschedules.training.wastedetection.io",
+        "--timeout=30s",
+    )
+    return "trainingschedules.training.wastedetection.io"
+
+
 @pytest.fixture
 def run_namespace(control_plane, namespace, trainingrun_crd):
     """A fresh namespace with the operator's and trainer's RBAC from manifests/ and the database Secret."""
@@ -53,14 +67,15 @@ def run_namespace(control_plane, namespace, trainingrun_crd):
 
 
 @pytest.fixture
-def standin_runner(control_plane, run_namespace):
-    """The job runner for this namespace's Jobs, running the stand-in trainer."""
-    from tests.controlplane.jobrunner import JobRunner
+def standin_runner(kubelet, run_namespace):
+    """The process kubelet, running this namespace's containers from the stand-in trainer's folder (so
+    `python -m trainer` is tests/operator/standin/trainer); `.simulate(match, kind)` for node faults."""
+    from tests.controlplane.kubelet import NamespaceView
     from tests.operator.harness import STANDIN
 
-    runner = JobRunner(control_plane, namespace=run_namespace, cwd=STANDIN).start()
-    yield runner
-    runner.stop()
+    view = NamespaceView(kubelet, run_namespace, cwd=STANDIN)
+    yield view
+    view.close()
 
 
 @pytest.fixture

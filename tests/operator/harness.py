@@ -76,6 +76,10 @@ class OperatorProcess:
             "GCS_MODELS_BUCKET": "wd-models",
             "GCS_IMAGES_BUCKET": "wd-images",
             "GCS_DATASETS_BUCKET": "wd-datasets",
+            # Tests name other images of this registry (an image that cannot be pulled, for one).
+            "TRAINER_IMAGE_PREFIXES": "registry.example/",
+            # The trainer's /tmp sizeLimit is also its ephemeral-storage request: small, for a small test node.
+            "TRAINER_TMP_SIZE": "2Gi",
             "STUCK_SECONDS": str(self.stuck_seconds),
             # Stuck Pods are noticed by the resync pass: make it frequent so the tests stay short.
             "RESYNC_SECONDS": "1",

@@ -62,9 +62,13 @@ def test_printer_columns():
         "Progress",
         "mAP50",
         "Model",
+        "Promoted",
         "Age",
     ]
     assert columns["Reason"]["priority"] == 1 and columns["Job"]["priority"] == 1
+    # filled while training (the operator copies the trainer's best mAP50), not only at the end
+    assert columns["mAP50"]["jsonPath"] == ".status.mAP50"
+    assert columns["Promoted"] == {"name": "Promoted", "type": "boolean", "jsonPath": ".status.promoted"}
 
 
 def declared(schema: dict, value, path: str) -> list[str]:
@@ -101,7 +105,8 @@ def test_every_status_field_written_is_declared():
     written = status_from(job([cond("Complete")], active=0, succeeded=1), [done], run, now, 900)
     written["progress"] = {"epoch": 1, "epochs": 2, "bestMAP50": 0.1, "stage": "Training", "text": "1/2"}
     written["progress"]["updatedAt"] = "2025-06-01T00:00:00Z"
-    written["deploymentRestart"] = {"namespace": "n", "name": "a", "restartedAt": "x", "error": "", "at": "y"}
+    written["deploymentRestart"] = {"namespace": "n", "name": "a", "restartedAt": "x", "error": "", "at": "y",
+                                    "attempts": 2, "nextAttemptAt": "z", "gaveUp": False}  # fmt: skip
     assert declared(STATUS, written, "status") == []
 
 
@@ -114,7 +119,12 @@ def test_rbac_is_least_privilege():
             assert "secrets" not in rule["resources"] and "pods/exec" not in rule["resources"]
     trainer = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "waste-trainer")
     assert trainer["rules"] == [
-        {"apiGroups": ["training.wastedetection.io"], "resources": ["trainingruns"], "verbs": ["get"]},
+        # list: a starting trainer ends the registry rows of its namespace's deleted or failed runs
+        {
+            "apiGroups": ["training.wastedetection.io"],
+            "resources": ["trainingruns"],
+            "verbs": ["get", "list"],
+        },
         {
             "apiGroups": ["training.wastedetection.io"],
             "resources": ["trainingruns/status"],
@@ -153,3 +163,36 @@ def test_kustomization_lists_existing_files():
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:
         assert (ROOT / "manifests" / resource).exists(), resource
+
+
+def test_ingress_to_the_operator_and_trainer_pods_is_denied(config):
+    from waste_operator.jobs import build_job
+
+    policies = load("network-policy.yaml")
+    (deployment,) = load("operator-deployment.yaml")
+    pods = {
+        "operator": deployment["spec"]["template"]["metadata"]["labels"],
+        "trainer": build_job(make_run(), config)["spec"]["template"]["metadata"]["labels"],
+    }
+    for name, labels in pods.items():
+        selecting = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert len(selecting) == 1, name
+        (policy,) = selecting
+        assert policy["spec"]["policyTypes"] == ["Ingress"] and not policy["spec"].get("ingress"), name
+
+
+def test_admission_policies_read_the_operators_own_configmap():
+    (config,) = load("operator-config.yaml")
+    docs = load("admission-policy.yaml")
+    policies = {d["metadata"]["name"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert {b["spec"]["policyName"] for b in bindings} == policies and len(policies) == 2
+    for binding in bindings:
+        ref = binding["spec"]["paramRef"]
+        assert (ref["name"], ref["namespace"]) == (
+            config["metadata"]["name"],
+            config["metadata"]["namespace"],
+        )
+        assert binding["spec"]["validationActions"] == ["Deny"]
+    for key in ("WATCH_NAMESPACES", "TRAINER_IMAGE", "TRAINER_IMAGE_PREFIXES", "TRAINER_SERVICE_ACCOUNT"):
+        assert key in config["data"], key

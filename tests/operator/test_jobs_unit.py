@@ -32,13 +32,13 @@ def test_dataset_source_and_flags():
     args = trainer_args(
         {
             "epochs": 3,
-            "source": {"dataset": {"uri": "gs://b/ds/v1"}},
+            "source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}},
             "promotion": {"mode": "force"},
             "replayRatio": 0.5,
         }
     )
     assert args[args.index("--epochs") + 1] == "3"
-    assert args[args.index("--dataset") + 1] == "gs://b/ds/v1"
+    assert args[args.index("--dataset") + 1] == "gs://wd-datasets/ds/v1"
     assert "--from-inferences" not in args
     assert args[-2:] == ["--promotion", "force"]
     assert args[args.index("--replay-ratio") + 1] == "0.5"
@@ -62,7 +62,11 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
             "source": {"fromInferences": {"onlyVerified": False, "allTime": True}},
             "promotion": {"mode": "skip"},
         },
-        {"source": {"dataset": {"uri": "gs://b/ds/v1"}}, "device": "0,1", "baseModel": "yolov8n.yaml"},
+        {
+            "source": {"dataset": {"uri": "gs://wd-datasets/ds/v1"}},
+            "device": "0,1",
+            "baseModel": "yolov8n.yaml",
+        },
         {"batchSize": "auto", "resources": {"gpus": 4}},
     ):
         s = load_settings(trainer_args(spec), env)
@@ -95,6 +99,10 @@ def test_job_spec_env_security_and_owner(config):
     ]
     assert is_owned_by(job, run)
     assert spec["backoffLimit"] == 1 and spec["ttlSecondsAfterFinished"] == 86400
+    # strict validators (kubeconform, kube-score) refuse onPodConditions without a status
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"type": "DisruptionTarget", "status": "True"} in rules[1]["onPodConditions"]
+    assert all(c.get("status") for r in rules for c in r.get("onPodConditions", []))
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "waste-trainer"
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -103,7 +111,8 @@ def test_job_spec_env_security_and_owner(config):
     assert container["image"] == config.trainer_image
     assert container["command"] == ["python", "-m", "trainer"]
     assert container["resources"] == {
-        "requests": {"cpu": "8", "memory": "32Gi"},
+        # the /tmp emptyDir's sizeLimit, requested: scheduled where it fits, not evicted midway
+        "requests": {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "50Gi"},
         "limits": {"memory": "32Gi", "nvidia.com/gpu": "2"},
     }
     sc = container["securityContext"]
@@ -114,10 +123,12 @@ def test_job_spec_env_security_and_owner(config):
         "secretKeyRef": {"name": "waste-detection-db", "key": "database-url"}
     }
     assert {
-        k: env[k]["value"] for k in ("GCS_MODELS_BUCKET", "TRAININGRUN_NAME", "TRAINER_TERMINATION_LOG")
+        k: env[k]["value"]
+        for k in ("GCS_MODELS_BUCKET", "TRAININGRUN_NAME", "TRAININGRUN_UID", "TRAINER_TERMINATION_LOG")
     } == {
         "GCS_MODELS_BUCKET": "wd-models",
         "TRAININGRUN_NAME": "nightly",
+        "TRAININGRUN_UID": run["metadata"]["uid"],  # the run's identity for the trainer
         "TRAINER_TERMINATION_LOG": "/dev/termination-log",
     }
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
@@ -160,7 +171,7 @@ def test_a_cache_claim_gives_the_trainer_a_persistent_bounded_download_cache(con
     # The trainer reads them as the operator writes them.
     from trainer.settings import load_settings
 
-    s = load_settings(["--dataset", "gs://b/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
+    s = load_settings(["--dataset", "gs://wd-datasets/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
     assert str(s.cache_dir) == "/cache" and s.cache_max_bytes == 20 * 10**9
 
 

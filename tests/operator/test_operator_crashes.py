@@ -6,7 +6,7 @@ import pytest
 
 from tests.controlplane.util import wait_for
 from tests.operator.harness import OperatorProcess, phase_is, wait_run
-from tests.operator.test_operator_run import create_run, jobs_of
+from tests.operator.test_operator_run import create_run, inference_api, jobs_of
 
 pytestmark = pytest.mark.controlplane
 
@@ -16,19 +16,7 @@ def test_operator_crashing_at_a_step_converges_without_a_second_job_or_rollout(
     control_plane, run_namespace, standin_runner, api, tmp_path, step
 ):
     ns = run_namespace
-    api.apps.create_namespaced_deployment(
-        ns,
-        {
-            "metadata": {"name": "inference-api"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "api"}},
-                "template": {
-                    "metadata": {"labels": {"app": "api"}},
-                    "spec": {"containers": [{"name": "api", "image": "api:1"}]},
-                },
-            },
-        },
-    )
+    inference_api(api, ns, {"app": "api"})
     crashing = OperatorProcess(control_plane, ns, tmp_path, extra_env={"WD_OPERATOR_CRASH_AT": step}).start()
     create_run(
         api,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -9,7 +10,7 @@ import pytest
 
 from tests.controlplane.util import condition, wait_for
 from tests.operator.harness import OperatorProcess, phase_is, wait_run
-from tests.operator.test_operator_run import create_run, events_of, jobs_of, plain
+from tests.operator.test_operator_run import create_run, events_of, jobs_of, plain, pods_of
 
 pytestmark = pytest.mark.controlplane
 
@@ -44,6 +45,24 @@ def test_operator_killed_mid_run_converges_without_a_second_job(
 
     # deleting the run needs no operator: no finalizer holds it (ownerReferences clean the Job up)
     control_plane.kubectl("delete", "tr", "slow", "-n", ns, "--wait=true", "--timeout=10s")
+
+
+def test_deleting_a_run_removes_its_job_pods_and_trainer(
+    control_plane, run_namespace, operator, standin_runner, api
+):
+    """The garbage collector follows the ownerReferences: TrainingRun -> Job -> Pod; the kubelet stops the
+    trainer. No finalizer of ours is involved."""
+    ns = run_namespace
+    create_run(api, ns, "doomed", {"epochs": 3}, {"outcome": "hang"})
+    status = wait_run(
+        api.custom, ns, "doomed", lambda s: s.get("phase") == "Running" and s.get("progress"), 30
+    )["status"]
+    pid = wait_for(lambda: standin_runner.pid(ns, status["jobName"]), 20, "the trainer's process")
+    control_plane.kubectl("delete", "tr", "doomed", "-n", ns, "--wait=true", "--timeout=10s")
+    wait_for(lambda: not jobs_of(api, ns, "doomed"), 20, "the Job deleted by the garbage collector")
+    wait_for(lambda: not pods_of(api, ns, "doomed"), 40, "the Pod deleted and its trainer stopped")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
 
 
 def test_a_job_deleted_mid_run_fails_the_run_and_is_not_recreated(run_namespace, operator, api):

@@ -28,12 +28,45 @@ def create_run(api, namespace: str, name: str, spec: dict, behaviour: dict | Non
     return api.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
 
+def inference_api(api, namespace: str, labels: dict | None = None) -> dict:
+    """A Deployment standing in for the inference API: its container sleeps (the process runtime has no
+    image to run), enough for the deployment controller to roll it."""
+    labels = labels or {"app": "inference-api"}
+    container = {
+        "name": "api",
+        "image": "inference-api:1",
+        "command": ["python", "-c", "import time; time.sleep(3600)"],
+    }
+    body = {
+        "metadata": {"name": "inference-api"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+    return api.apps.create_namespaced_deployment(namespace, body)
+
+
+def replica_sets(api, namespace: str, name: str) -> list[dict]:
+    sets = plain(api, api.apps.list_namespaced_replica_set(namespace))["items"]
+    owned = [r for r in sets if any(o["name"] == name for o in r["metadata"].get("ownerReferences") or [])]
+    return sorted(owned, key=lambda r: int(r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+
+
 def plain(api, obj) -> dict:
     return api.raw.sanitize_for_serialization(obj)
 
 
-def jobs_of(api, namespace: str) -> list[dict]:
-    return plain(api, api.batch.list_namespaced_job(namespace))["items"]
+def jobs_of(api, namespace: str, run: str | None = None) -> list[dict]:
+    selector = f"training.wastedetection.io/trainingrun={run}" if run else None
+    return plain(api, api.batch.list_namespaced_job(namespace, label_selector=selector))["items"]
+
+
+def pods_of(api, namespace: str, run: str) -> list[dict]:
+    pods = api.core.list_namespaced_pod(
+        namespace, label_selector=f"training.wastedetection.io/trainingrun={run}"
+    )
+    return sorted(plain(api, pods)["items"], key=lambda p: p["metadata"]["creationTimestamp"])
 
 
 def events_of(api, namespace: str, name: str) -> list[dict]:
@@ -45,19 +78,8 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
     control_plane, run_namespace, operator, api
 ):
     ns = run_namespace
-    api.apps.create_namespaced_deployment(
-        ns,
-        {
-            "metadata": {"name": "inference-api"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "inference-api"}},
-                "template": {
-                    "metadata": {"labels": {"app": "inference-api"}},
-                    "spec": {"containers": [{"name": "api", "image": "inference-api:1"}]},
-                },
-            },
-        },
-    )
+    inference_api(api, ns)
+    wait_for(lambda: len(replica_sets(api, ns, "inference-api")) == 1, 20, "the first ReplicaSet")
     run = create_run(
         api,
         ns,
@@ -112,6 +134,19 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
     deployment = plain(api, api.apps.read_namespaced_deployment("inference-api", ns))
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["kubectl.kubernetes.io/restartedAt"] == restarted["deploymentRestart"]["restartedAt"]
+    # ... and the deployment controller rolls it: a second ReplicaSet takes over from the first.
+    first, second = wait_for(
+        lambda: (rs := replica_sets(api, ns, "inference-api")) and len(rs) == 2 and rs[1]["status"].get("readyReplicas") == 1
+        and not rs[0]["status"].get("replicas") and rs,
+        timeout=40,
+        message="the new ReplicaSet ready and the old one scaled down",
+    )  # fmt: skip
+    stamp = second["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+    assert stamp == restarted["deploymentRestart"]["restartedAt"] and first["spec"]["replicas"] == 0
+
+    # The trainer's log, as a user reads it: through the API server from the kubelet.
+    logs = control_plane.kubectl("logs", f"job/{status['jobName']}", "-n", ns).stdout
+    assert logs.startswith("stand-in trainer: succeed, 4 epochs"), logs
 
     reasons = wait_for(
         lambda: (
@@ -126,8 +161,8 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
 
     table = control_plane.kubectl("get", "trainingruns", "-n", ns).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "AGE"]
-    assert row.split()[:5] == ["nightly", "Succeeded", "4/4", "0.4", "v7"], table
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED", "AGE"]
+    assert row.split()[:6] == ["nightly", "Succeeded", "4/4", "0.4", "v7", "true"], table
     wide = control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout
     assert wide.splitlines()[0].split()[-2:] == ["REASON", "JOB"] and status["jobName"] in wide
 

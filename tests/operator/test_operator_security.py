@@ -11,7 +11,9 @@ from tests.operator.test_operator_run import create_run
 pytestmark = pytest.mark.controlplane
 
 
-def test_the_operator_and_trainer_service_accounts_have_only_what_they_need(control_plane, run_namespace):
+def test_the_operator_and_trainer_service_accounts_have_only_what_they_need(
+    control_plane, run_namespace, trainingschedule_crd
+):
     ns = run_namespace
     operator = control_plane.service_account_kubeconfig(ns, "waste-operator")
     trainer = control_plane.service_account_kubeconfig(ns, "waste-trainer")
@@ -31,7 +33,18 @@ def test_the_operator_and_trainer_service_accounts_have_only_what_they_need(cont
     )
     assert can(operator, "patch", "deployments.apps/inference-api")
     assert not can(operator, "patch", "deployments.apps/some-other-app")
-    assert not can(operator, "delete", "trainingruns.training.wastedetection.io")
+    # The runs of TrainingSchedules: the operator creates them and deletes the ones it owns (Replace,
+    # history limits); it never edits a run's spec, and never creates, edits or deletes a schedule.
+    runs, schedules = (
+        "trainingruns.training.wastedetection.io",
+        "trainingschedules.training.wastedetection.io",
+    )
+    assert can(operator, "create", runs) and can(operator, "delete", runs)
+    assert not can(operator, "patch", runs) and not can(operator, "update", runs)
+    assert can(operator, "watch", schedules) and can(operator, "patch", schedules, "--subresource=status")
+    for verb in ("create", "patch", "update", "delete"):
+        assert not can(operator, verb, schedules), verb
+    assert not can(trainer, "get", schedules), "the trainer has no business with schedules"
     assert can(trainer, "patch", "trainingruns.training.wastedetection.io", "--subresource=status")
     assert not can(trainer, "create", "jobs.batch") and not can(trainer, "get", "pods")
     assert not can(trainer, "patch", "trainingruns.training.wastedetection.io"), (

@@ -145,6 +145,16 @@ def test_a_pod_that_cannot_start_is_reported_then_fails_the_run_after_the_stuck_
     assert (new["phase"], new["reason"]) == ("Failed", reason)
 
 
+def test_failing_image_pulls_keep_one_reason_while_the_kubelet_alternates():
+    """The kubelet says ErrImagePull at each pull attempt and ImagePullBackOff in between: the run's reason
+    must not flap (each change of reason is a status write and a Warning Event)."""
+    reasons = set()
+    for waiting in ("ErrImagePull", "ImagePullBackOff", "ErrImagePull"):
+        stuck = pod("Pending", {"waiting": {"reason": waiting, "message": 'image "x:1" not found'}})
+        reasons.add(status_from(job(), [stuck], make_run_with({"phase": "Pending"}), NOW, STUCK)["reason"])
+    assert reasons == {"ImagePullBackOff"}
+
+
 def test_unschedulable_pod():
     unscheduled = pod("Pending", {})
     unscheduled["status"]["conditions"] = [

@@ -84,6 +84,11 @@ def test_checkpoint_prefix_is_one_safe_folder_for_any_run_key(key):
     assert checkpoint_prefix(key) == prefix
 
 
+def test_a_runs_checkpoint_folder_is_its_uid():
+    uid = "0b6c3f1e-6f1a-4d2e-9a51-3c1f0d8e7a42"
+    assert checkpoint_prefix(uid) == f"checkpoints/{uid}/"
+
+
 def test_checkpoint_prefixes_of_different_run_keys_differ():
     keys = ["ns/a-b", "ns/a_b", "ns_a/b", "ns/a.b", "ns/" + "x" * 200, "ns/" + "x" * 199 + "y"]
     assert len({checkpoint_prefix(k) for k in keys}) == len(keys)

@@ -265,3 +265,30 @@ def test_redact_hides_passwords_with_empty_user_or_at_signs():
 
     assert "secret" not in redact("postgresql://:secret@db:5432/x")
     assert "ss" not in redact("postgresql://u:p@ss@db/x").split("@")[0]
+
+
+def test_a_run_row_keeps_its_namespace_and_name_beside_its_uid(reg):
+    assert reg.start_run("uid-1", "inferences", "wd", "nightly") is None
+    [row] = reg.running_runs()
+    assert (row.id, row.namespace, row.name, row.status) == ("uid-1", "wd", "nightly", "running")
+    assert row.heartbeat_at is not None and row.started_at is not None
+    # the same name created again is another run, with its own row
+    assert reg.start_run("uid-2", "inferences", "wd", "nightly") is None
+    assert {r.id for r in reg.running_runs()} == {"uid-1", "uid-2"}
+    assert set(reg.runs_by_id(["uid-2", "nope"])) == {"uid-2"}
+
+
+def test_ending_a_dead_run_only_touches_a_row_still_running(reg):
+    reg.start_run("dead", "inferences", "wd", "a")
+    reg.start_run("done", "inferences", "wd", "b")
+    reg.reserve_version("done", None)
+    register(reg, 1, "done")
+    assert reg.end_run("dead", "RunDeleted", "TrainingRun wd/a was deleted") is True
+    assert reg.end_run("done", "RunDeleted", "x") is False
+    assert reg.end_run("missing", "RunDeleted", "x") is False
+    rows = reg.runs_by_id(["dead", "done"])
+    assert (rows["dead"].status, rows["dead"].reason) == ("failed", "RunDeleted")
+    assert rows["dead"].finished_at is not None and rows["done"].status == "succeeded"
+    # a retried Job of the run marked dead (it was only suspended) takes its row back
+    assert reg.start_run("dead", "inferences", "wd", "a") is None
+    assert reg.runs_by_id(["dead"])["dead"].status == "running"

@@ -122,6 +122,7 @@ def test_flags_and_environment_reach_the_settings(tmp_path):
         "GCS_IMAGES_BUCKET": "i",
         "TRAININGRUN_NAME": "nightly",
         "TRAININGRUN_NAMESPACE": "wd",
+        "TRAININGRUN_UID": "0b6c3f1e-6f1a-4d2e-9a51-3c1f0d8e7a42",
         "TRAINER_REPORT_PATH": str(tmp_path / "r.json"),
         "TRAINER_TERMINATION_LOG": str(tmp_path / "term"),
         "TMPDIR": str(tmp_path),
@@ -135,7 +136,8 @@ def test_flags_and_environment_reach_the_settings(tmp_path):
         3,
         320,
     )
-    assert (s.models_bucket, s.images_bucket, s.run_key) == ("m", "i", "wd/nightly")
+    assert (s.models_bucket, s.images_bucket) == ("m", "i")
+    assert (s.run_key, s.run_label) == ("0b6c3f1e-6f1a-4d2e-9a51-3c1f0d8e7a42", "wd/nightly")
     assert s.report_path == tmp_path / "r.json"
     assert s.termination_log == tmp_path / "term"
     assert s.work_dir == tmp_path / "wd-trainer"
@@ -191,3 +193,16 @@ def test_batch_size_auto_and_workers_sized_by_default():
     # No count at parse time: the trainer sizes the workers from the pod's CPUs once it knows its GPUs.
     assert s.workers is None
     assert load_settings(["--dataset", DATASET, "--workers", "3"], {}).workers == 3
+
+
+def test_a_run_is_identified_by_its_uid_never_by_its_name_alone():
+    named = {"TRAININGRUN_NAME": "nightly", "TRAININGRUN_NAMESPACE": "wd"}
+    with pytest.raises(ConfigError, match="TRAININGRUN_UID"):
+        load_settings(["--dataset", DATASET], named)
+    first = load_settings(["--dataset", DATASET], named | {"TRAININGRUN_UID": "uid-1"})
+    again = load_settings(["--dataset", DATASET], named | {"TRAININGRUN_UID": "uid-2"})
+    assert first.run_label == again.run_label == "wd/nightly"
+    assert first.run_key != again.run_key  # the same name created again is another run
+    for bad in ("../x", "a/b", "x" * 100, ".."):
+        with pytest.raises(ConfigError, match="TRAININGRUN_UID"):
+            load_settings(["--dataset", DATASET], named | {"TRAININGRUN_UID": bad})

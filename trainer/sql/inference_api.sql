@@ -10,3 +10,8 @@ CREATE TABLE IF NOT EXISTS inferences (
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS inferences_updated_at ON inferences (updated_at);
+-- What the operator's TrainingSchedule needs (trainer/feedback.py: new_samples_sql): the new-sample count
+-- reads only the index entries after the deployed model's data cutoff, and at most the schedule's threshold
+-- of them, whatever the table's size (bench/feedback_count.py).
+CREATE INDEX IF NOT EXISTS inferences_new_feedback ON inferences (updated_at, detection_count)
+    WHERE status IN ('verified', 'corrected') AND label_object IS NOT NULL;

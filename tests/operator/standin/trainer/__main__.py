@@ -1,13 +1,14 @@
 """A scripted stand-in for `python -m trainer` that follows docs/CONTRACTS.md, for the operator's tests.
 
-The job runner starts it with cwd=tests/operator/standin, so `python -m trainer` finds this package instead
-of the real trainer. It accepts exactly the contract's flags, reports progress and its result to its
+The process kubelet runs it with cwd=tests/operator/standin (`standin_runner`), so `python -m trainer` finds
+this package instead of the real trainer. It accepts exactly the contract's flags, reports progress and its result to its
 TrainingRun's status with the trainer ServiceAccount's kubeconfig ($KUBECONFIG), writes the compact result to
 $TRAINER_TERMINATION_LOG and exits with the contract's exit codes. What it does comes from the run's
 annotation `test.waste-detection.io/standin`, a JSON object:
   outcome: "succeed" (default) | "fail" (a trainer error: exitCode, reason, message) | "crash" (exit 1,
            a traceback, no result) | "hang" (reports one epoch, then sleeps until killed)
-  epochDelay: seconds per epoch (default 0.2); promoted: bool (default true);
+  epochDelay: seconds per epoch (default 0.2); promoted: bool (default true); map50: the final model's
+  mAP50 (default: the best epoch's);
   reportStatus: write status.result (default true; false leaves only the termination message).
 """
 
@@ -63,9 +64,13 @@ class Status:
         self.api = client.CustomObjectsApi()
         self.namespace = os.environ["TRAININGRUN_NAMESPACE"]
         self.name = os.environ["TRAININGRUN_NAME"]
+        self.uid = os.environ["TRAININGRUN_UID"]  # the contract: the operator passes the run's uid
 
     def run(self) -> dict:
-        return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        run = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        if run["metadata"]["uid"] != self.uid:
+            raise SystemExit(f"stand-in trainer: TRAININGRUN_UID {self.uid} is not the uid of {self.name}")
+        return run
 
     def patch(self, status: dict) -> None:
         self.api.patch_namespaced_custom_object_status(
@@ -132,7 +137,7 @@ def main(argv: list[str]) -> int:
         "baseVersion": "v6",
         "promoted": promoted,
         "promotionReason": f"mAP50 {best} vs champion 0.3",
-        "metrics": {"mAP50": best, "mAP50_95": 0.2, "precision": 0.5, "recall": 0.4},
+        "metrics": {"mAP50": behaviour.get("map50", best), "mAP50_95": 0.2, "precision": 0.5, "recall": 0.4},
         "championMAP50": 0.3,
         "dataset": {"selected": 12, "new": 6, "replayed": 6, "train": 10, "val": 2, "skipped": 0},
         "epochs": {"completed": args.epochs, "requested": args.epochs, "earlyStopped": False,

@@ -1,18 +1,21 @@
-"""What the kubelet would compute for a Pod: the container's environment and the Pod status objects."""
+"""What the kubelet computes from a Pod before any runtime is involved: the container's environment, its
+mounts and security settings, gathered in a `ContainerSpec` that every runtime takes. Pure functions."""
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 Obj = dict[str, Any]
 Reader = Callable[[str, str], Obj | None]  # (namespace, name) -> object or None when missing
 
 DEFAULT_TERMINATION_PATH = "/dev/termination-log"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -20,8 +23,42 @@ class ContainerConfigError(Exception):
     """The kubelet's CreateContainerConfigError: a referenced Secret/ConfigMap or key is missing."""
 
 
-def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+@dataclass(frozen=True)
+class Mount:
+    container_path: str
+    host_path: Path
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Security:
+    """The container's effective securityContext (container fields over the Pod's)."""
+
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    run_as_non_root: bool = False
+    read_only_root_filesystem: bool = False
+    allow_privilege_escalation: bool = True
+    drop_capabilities: tuple[str, ...] = ()
+    seccomp: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a runtime needs to start one container; runtime-neutral (paths are container paths,
+    `mounts` says where each lives on the host)."""
+
+    pod: str  # namespace/name
+    name: str
+    image: str
+    command: tuple[str, ...] | None  # None: the image's entrypoint
+    args: tuple[str, ...] | None  # None: the image's default arguments
+    env: dict[str, str]
+    working_dir: str | None
+    mounts: tuple[Mount, ...]
+    security: Security
+    log_path: Path
+    limits: dict[str, str] = field(default_factory=dict)
 
 
 def expand(value: str, env: dict[str, str]) -> str:
@@ -35,7 +72,8 @@ def expand(value: str, env: dict[str, str]) -> str:
     return _REF.sub(sub, value)
 
 
-def _source_data(kind: str, obj: Obj) -> dict[str, str]:
+def source_data(kind: str, obj: Obj) -> dict[str, str]:
+    """The data of a Secret (decoded) or ConfigMap."""
     if kind == "Secret":
         return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
     return dict(obj.get("data") or {})
@@ -51,7 +89,7 @@ def _lookup(
         if optional:
             return None
         raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
-    data = _source_data(kind, obj)
+    data = source_data(kind, obj)
     if key is None:
         return data
     if key not in data:
@@ -61,7 +99,8 @@ def _lookup(
     return data[key]
 
 
-def _field(pod: Obj, path: str) -> str:
+def field_value(pod: Obj, path: str) -> str:
+    """A fieldRef of the downward API."""
     meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
     values = {
         "metadata.name": meta.get("name"),
@@ -109,9 +148,9 @@ def container_env(pod: Obj, container: Obj, secrets: Reader, configmaps: Reader)
     env: dict[str, str] = {}
     for src in container.get("envFrom") or []:
         prefix = src.get("prefix", "")
-        for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-            if field in src:
-                data = _lookup(kind, readers[kind], namespace, src[field], None)
+        for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if key in src:
+                data = _lookup(kind, readers[kind], namespace, src[key], None)
                 for k, v in (data or {}).items():  # type: ignore[union-attr]
                     env[prefix + k] = v
     for var in container.get("env") or []:
@@ -127,7 +166,7 @@ def container_env(pod: Obj, container: Obj, secrets: Reader, configmaps: Reader)
             ref = source["configMapKeyRef"]
             value = _lookup("ConfigMap", configmaps, namespace, ref, ref["key"])
         elif "fieldRef" in source:
-            value = _field(pod, source["fieldRef"]["fieldPath"])
+            value = field_value(pod, source["fieldRef"]["fieldPath"])
         elif "resourceFieldRef" in source:
             value = _resource_field(pod, container, source["resourceFieldRef"])
         else:
@@ -137,66 +176,46 @@ def container_env(pod: Obj, container: Obj, secrets: Reader, configmaps: Reader)
     return env
 
 
-# -- Pod status -----------------------------------------------------------------------------------
-def _cond(type_: str, status: bool, reason: str | None = None, message: str | None = None) -> Obj:
-    c: Obj = {"type": type_, "status": "True" if status else "False", "lastTransitionTime": now()}
-    if reason:
-        c["reason"] = reason
-    if message:
-        c["message"] = message
-    return c
-
-
-def container_status(container: Obj, state: Obj, *, ready: bool = False, pid: int | None = None) -> Obj:
-    s: Obj = {
-        "name": container["name"],
-        "image": container.get("image") or "local",
-        "imageID": "",
-        "ready": ready,
-        "restartCount": 0,
-        "started": "running" in state,
-        "state": state,
+def service_env(api_host: str, api_port: int) -> dict[str, str]:
+    """The variables every container gets for the `kubernetes` Service, enableServiceLinks or not."""
+    return {
+        "KUBERNETES_SERVICE_HOST": api_host,
+        "KUBERNETES_SERVICE_PORT": str(api_port),
+        "KUBERNETES_SERVICE_PORT_HTTPS": str(api_port),
     }
-    if pid is not None:
-        s["containerID"] = f"local://{pid}"
-    return s
 
 
-def pod_status(
-    phase: str,
-    *,
-    start_time: str,
-    container: Obj | None = None,
-    scheduled: bool = True,
-    ready: bool = False,
-    reason: str | None = None,
-    message: str | None = None,
-) -> Obj:
-    """A Pod status as the scheduler and kubelet would leave it."""
-    status: Obj = {"phase": phase, "qosClass": "BestEffort"}
-    if not scheduled:
-        status["conditions"] = [_cond("PodScheduled", False, "Unschedulable", message)]
-        return status
-    status["startTime"] = start_time
-    status["hostIP"] = status["podIP"] = "127.0.0.1"
-    status["hostIPs"] = status["podIPs"] = [{"ip": "127.0.0.1"}]
-    not_ready = (
-        None if ready else ("PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady")
+def security(pod: Obj, container: Obj) -> Security:
+    pod_sc = pod["spec"].get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+
+    def pick(key: str) -> Any:
+        return sc.get(key, pod_sc.get(key))
+
+    seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+    return Security(
+        run_as_user=pick("runAsUser"),
+        run_as_group=pick("runAsGroup"),
+        run_as_non_root=bool(pick("runAsNonRoot")),
+        read_only_root_filesystem=bool(sc.get("readOnlyRootFilesystem")),
+        allow_privilege_escalation=sc.get("allowPrivilegeEscalation", True),
+        drop_capabilities=tuple((sc.get("capabilities") or {}).get("drop") or ()),
+        seccomp=seccomp,
     )
-    status["conditions"] = [
-        _cond("PodReadyToStartContainers", phase in ("Pending", "Running")),
-        _cond("Initialized", True),
-        _cond("Ready", ready, not_ready),
-        _cond("ContainersReady", ready, not_ready),
-        _cond("PodScheduled", True),
+
+
+def mounts(container: Obj, volume_dirs: dict[str, Path], termination_file: Path) -> tuple[Mount, ...]:
+    """The container's volumeMounts on the host folders of its volumes, and its termination message file."""
+    found = [
+        Mount(
+            m["mountPath"],
+            volume_dirs[m["name"]] / m.get("subPath", ""),
+            bool(m.get("readOnly")),
+        )
+        for m in container.get("volumeMounts") or []
     ]
-    if container is not None:
-        status["containerStatuses"] = [container]
-    if reason:
-        status["reason"] = reason
-    if message:
-        status["message"] = message
-    return status
+    path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
+    return (*found, Mount(path, termination_file))
 
 
 def termination_message(path_content: str, log_text: str, policy: str | None, exit_code: int) -> str:
