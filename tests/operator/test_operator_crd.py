@@ -45,7 +45,10 @@ def create(control_plane, namespace: str, name: str, spec: dict):
         ({"replayRatio": 11}, "spec.replayRatio"),
         ({"batchSize": "big"}, "batchSize must be a whole number from 1 to 1024, or auto"),
         ({"batchSize": 0}, "batchSize must be a whole number from 1 to 1024, or auto"),
-        ({"device": "0,1", "resources": {"gpus": 1}}, "device names more GPUs than resources.gpus"),
+        (
+            {"device": "0,1", "resources": {"gpus": 1}},
+            "spec.device lists more GPU indices than spec.resources.gpus",
+        ),
     ],
 )
 def test_bad_specs_are_rejected_with_clear_messages(control_plane, run_namespace, spec, message):

@@ -44,3 +44,40 @@ def test_only_rank_zero_reports(hooks_module, monkeypatch, tmp_path):
     tr.epoch = 3  # Ultralytics' extra call after validating best.pt is not an epoch
     h.on_fit_epoch_end(tr)
     assert len(calls) == 1
+
+
+def test_rank_zero_uploads_the_checkpoint_and_beats_the_runs_heart_other_ranks_do_not(
+    hooks_module, monkeypatch, tmp_path
+):
+    from trainer.db import connect, migrate
+    from trainer.registry import Registry
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)  # the local SQLite registry under local_dir
+    db = connect(None, tmp_path)
+    migrate(db)
+    registry = Registry(db)
+    registry.start_run("uid-1", "dataset", "wd", "nightly")
+    db.execute("UPDATE training_runs SET heartbeat_at = NULL WHERE id = 'uid-1'")
+    config = hooks_module.HookConfig(
+        outcome_path=str(tmp_path / "o.json"),
+        local_dir=str(tmp_path),
+        checkpoint_object="checkpoints/uid-1/last.pt",
+        heartbeat_run_id="uid-1",
+    )
+    assert "postgresql" not in config.to_json()  # the database stays in the environment, not in TRAINER_HOOKS
+    last = tmp_path / "last.pt"
+    last.write_bytes(b"weights")
+    tr = SimpleNamespace(epoch=0, epochs=3, stop=False, metrics={}, world_size=2, last=str(last))
+    h = pickle.loads(pickle.dumps(hooks_module.TrainHooks(config)))  # as a DDP worker receives it
+    h._reporter = SimpleNamespace(progress=lambda *a: None)
+    uploaded = tmp_path / "models-bucket" / "checkpoints" / "uid-1" / "last.pt"
+
+    monkeypatch.setenv("RANK", "1")
+    h.on_fit_epoch_end(tr)
+    assert not uploaded.exists() and registry.runs_by_id(["uid-1"])["uid-1"].heartbeat_at is None
+    monkeypatch.setenv("RANK", "0")
+    h.on_fit_epoch_end(tr)
+    assert uploaded.read_bytes() == b"weights"
+    assert registry.runs_by_id(["uid-1"])["uid-1"].heartbeat_at is not None
+    db.close()
+    h._registry.db.close()
