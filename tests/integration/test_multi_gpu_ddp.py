@@ -71,10 +71,21 @@ def test_two_ddp_ranks_train_and_only_rank0_reports_uploads_and_writes_the_outco
     monkeypatch.setattr(dist, "generate_ddp_file", generate)
     data = _dataset(tmp_path / "data")
     settings = Settings(epochs=2, batch_size=8, img_size=64, workers=0, device="cpu", seed=0)
+    # The run's registry row (local SQLite: no DATABASE_URL), whose heartbeat rank 0 refreshes at each checkpoint.
+    from trainer.db import connect, migrate
+    from trainer.registry import Registry
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = connect(None, tmp_path / "local")
+    migrate(db)
+    registry = Registry(db)
+    registry.start_run("ddp-run", "dataset")
+    db.execute("UPDATE training_runs SET heartbeat_at = NULL WHERE id = 'ddp-run'")
     hooks = HookConfig(
         outcome_path=str(tmp_path / "outcome.json"),
         local_dir=str(tmp_path / "local"),
         checkpoint_object="checkpoints/ddp-run/last.pt",
+        heartbeat_run_id="ddp-run",
     )
     outcome = yolo.train(
         yolo.load_model("yolov8n.yaml"),
@@ -107,3 +118,5 @@ def test_two_ddp_ranks_train_and_only_rank0_reports_uploads_and_writes_the_outco
     assert all("rank=0 world_size=2" in line for line in epoch_lines), epoch_lines
     checkpoint = tmp_path / "local" / "models-bucket" / "checkpoints" / "ddp-run" / "last.pt"
     assert checkpoint.is_file(), "rank 0 did not upload the epoch-1 checkpoint"
+    assert registry.runs_by_id(["ddp-run"])["ddp-run"].heartbeat_at is not None, "no heartbeat from rank 0"
+    db.close()
