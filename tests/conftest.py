@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.controlplane.fixtures",
+    "tests.images.fixtures",
 ]

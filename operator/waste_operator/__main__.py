@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import socket
 import sys
 from urllib.parse import urlsplit
 
-import kopf
-
-from .config import ConfigError, OperatorConfig
+from .config import ENV_HELP, ConfigError, OperatorConfig
 
 # kopf's own per-object lines ("Handler 'run_event' succeeded.", one per watch event) drown the decisions the
 # operator logs itself (waste_operator: one line per created Job, phase change, restart); kopf's warnings and
@@ -39,7 +39,39 @@ def liveness_problem(endpoint: str) -> str | None:
     return None
 
 
-def main() -> int:
+def usage() -> str:
+    """The settings the operator reads, with their defaults: all from the environment."""
+    defaults = {f.name: f.default for f in dataclasses.fields(OperatorConfig)}
+    lines = ["environment (set by the operator's ConfigMap and Deployment):"]
+    for name, attr, meaning in ENV_HELP:
+        default = defaults[attr]
+        if default is dataclasses.MISSING:
+            shown = "required"
+        elif default is None:
+            shown = "default: none"
+        elif isinstance(default, tuple):
+            shown = "default: " + ",".join(default)
+        else:
+            shown = f"default: {default:g}" if isinstance(default, float) else f"default: {default}"
+        lines.append(f"  {name:<26}{meaning} ({shown})")
+    lines += [
+        "",
+        "Kubernetes credentials: the Pod's ServiceAccount in a cluster, else KUBECONFIG (or ~/.kube/config).",
+        "Exit codes: 0 stopped cleanly, 2 a setting is missing or malformed.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m waste_operator",
+        description="Runs the TrainingRun operator (kopf): one Job per TrainingRun, its status kept up to date.",
+        epilog=usage(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(sys.argv[1:] if argv is None else argv)  # --help prints and exits before any connection
+    import kopf
+
     try:
         config = OperatorConfig.from_env()
     except ConfigError as error:

@@ -8,6 +8,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Every variable `from_env` reads, with the field it sets and what it means: `python -m waste_operator
+# --help` prints them with their defaults (a unit test checks this list against what from_env reads).
+ENV_HELP: tuple[tuple[str, str, str], ...] = (
+    ("TRAINER_IMAGE", "trainer_image", "the trainer image of the training Jobs (pin it by digest)"),
+    ("GCS_MODELS_BUCKET", "models_bucket", "bucket of the model versions"),
+    ("GCS_IMAGES_BUCKET", "images_bucket", "bucket of the Inference API's images and labels"),
+    ("GCS_DATASETS_BUCKET", "datasets_bucket", "bucket of uploaded datasets"),
+    ("DB_SECRET_NAME", "db_secret_name", "Secret, in the run's namespace, with the database URL"),
+    ("DB_SECRET_KEY", "db_secret_key", "its key"),
+    ("WATCH_NAMESPACES", "namespaces", "comma-separated namespaces whose TrainingRuns it runs"),
+    ("TRAINER_SERVICE_ACCOUNT", "trainer_service_account", "ServiceAccount of the training Pods"),
+    ("RESYNC_SECONDS", "resync_seconds", "how often unfinished runs are re-read without an event"),
+    ("STUCK_SECONDS", "stuck_seconds", "how long a Pod may stay unschedulable before the run fails"),
+    ("TRAINER_SHM_SIZE", "shm_size", "size of the training Pod's /dev/shm (memory)"),
+    ("TRAINER_TMP_SIZE", "tmp_size", "size limit of the training Pod's /tmp"),
+    ("LIVENESS_ENDPOINT", "liveness_endpoint", "where the liveness probe is served"),
+    ("TRAINER_CACHE_CLAIM", "cache_claim", "PersistentVolumeClaim for the trainer's download cache"),
+    ("TRAINER_CACHE_MAX_GB", "cache_max_gb", "bound of that cache, in GB"),
+)
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and what to do."""
