@@ -47,7 +47,7 @@ def usage() -> str:
         default = defaults[attr]
         if default is dataclasses.MISSING:
             shown = "required"
-        elif default is None:
+        elif default is None or default == ():
             shown = "default: none"
         elif isinstance(default, tuple):
             shown = "default: " + ",".join(default)

@@ -26,6 +26,12 @@ ENV_HELP: tuple[tuple[str, str, str], ...] = (
     ("LIVENESS_ENDPOINT", "liveness_endpoint", "where the liveness probe is served"),
     ("TRAINER_CACHE_CLAIM", "cache_claim", "PersistentVolumeClaim for the trainer's download cache"),
     ("TRAINER_CACHE_MAX_GB", "cache_max_gb", "bound of that cache, in GB"),
+    ("DATABASE_URL", "database_url", "the Inference API's database, read-only (TrainingSchedule counts)"),
+    ("SCHEDULE_RESYNC_SECONDS", "schedule_seconds", "how often every TrainingSchedule is looked at"),
+    ("RESTART_RETRY_SECONDS", "restart_retry_seconds", "first wait before a refused restart is retried"),
+    ("RESTART_ATTEMPTS", "restart_attempts", "how many times a refused restart is tried again"),
+    ("TRAINER_IMAGE_PREFIXES", "image_prefixes", "comma-separated prefixes spec.image may start with"),
+    ("LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR (DEBUG adds kopf's per-event lines)"),
 )
 
 
