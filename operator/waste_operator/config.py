@@ -21,7 +21,7 @@ ENV_HELP: tuple[tuple[str, str, str], ...] = (
     ("TRAINER_SERVICE_ACCOUNT", "trainer_service_account", "ServiceAccount of the training Pods"),
     ("RESYNC_SECONDS", "resync_seconds", "how often unfinished runs are re-read without an event"),
     ("STUCK_SECONDS", "stuck_seconds", "how long a Pod may stay unschedulable before the run fails"),
-    ("TRAINER_SHM_SIZE", "shm_size", "smallest /dev/shm of a training Pod; more when its GPUs' loaders need it"),
+    ("TRAINER_SHM_SIZE", "shm_size", "least /dev/shm of a training Pod (more for many loaders)"),
     ("TRAINER_TMP_SIZE", "tmp_size", "size limit of the training Pod's /tmp"),
     ("LIVENESS_ENDPOINT", "liveness_endpoint", "where the liveness probe is served"),
     ("TRAINER_CACHE_CLAIM", "cache_claim", "PersistentVolumeClaim for the trainer's download cache"),
