@@ -136,39 +136,42 @@ def make_images(n: int, start: int, seed: int = 0) -> list[tuple[bytes, str]]:
     return out
 
 
-def seed_data(gcs, db, bucket: str, n: int, start: int, days: int, t0: datetime) -> int:
-    """Uploads n samples straight to the emulator and inserts their rows; returns image bytes."""
-    samples = make_images(n, start)
+def seed_data(gcs, db, bucket: str, n: int, start: int, days: int, t0: datetime, chunk: int = 1000) -> int:
+    """Uploads n samples straight to the emulator and inserts their rows, a chunk at a time (20,000 images
+    at once would hold 1.2 GB here); returns image bytes."""
     client = gcs.client()
     import requests.adapters
 
     client._http.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=16))
     b = client.bucket(bucket)
-    rows = []
-    uploads = []
-    for k, (image, label) in enumerate(samples):
-        i = start + k
-        ts = t0 + timedelta(seconds=i * 30)
-        day = (t0 + timedelta(days=i * days // max(1, n + start))).strftime("%Y/%m/%d")
-        rid = f"inf-{i:06d}"
-        img_name, lbl_name = f"images/{day}/{rid}.jpg", f"labels/{day}/{rid}.txt"
-        uploads += [(img_name, image, "image/jpeg"), (lbl_name, label.encode(), "text/plain")]
-        rows.append((rid, img_name, lbl_name, "verified", label.count("\n"), ts))
 
     def put(item):
         name, data, ctype = item
         b.blob(name).upload_from_string(data, content_type=ctype)
 
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(put, uploads))
-    cols = list(zip(*rows, strict=True))
-    db.execute(
-        "INSERT INTO inferences (id, image_object, label_object, status, detection_count, updated_at, created_at) "
-        "SELECT *, u.ts FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], "
-        "$6::timestamptz[]) AS u(id, i, l, s, d, ts)",
-        *[list(c) for c in cols],
-    )
-    return sum(len(s[0]) for s in samples)
+    total = 0
+    for first in range(start, start + n, chunk):
+        samples = make_images(min(chunk, start + n - first), first)
+        rows, uploads = [], []
+        for k, (image, label) in enumerate(samples):
+            i = first + k
+            ts = t0 + timedelta(seconds=i * 30)
+            day = (t0 + timedelta(days=(i - start) * days // max(1, n))).strftime("%Y/%m/%d")
+            rid = f"inf-{i:06d}"
+            img_name, lbl_name = f"images/{day}/{rid}.jpg", f"labels/{day}/{rid}.txt"
+            uploads += [(img_name, image, "image/jpeg"), (lbl_name, label.encode(), "text/plain")]
+            rows.append((rid, img_name, lbl_name, "verified", label.count("\n"), ts))
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, uploads))
+        cols = list(zip(*rows, strict=True))
+        db.execute(
+            "INSERT INTO inferences (id, image_object, label_object, status, detection_count, updated_at, "
+            "created_at) SELECT *, u.ts FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], "
+            "$6::timestamptz[]) AS u(id, i, l, s, d, ts)",
+            *[list(c) for c in cols],
+        )
+        total += sum(len(x[0]) for x in samples)
+    return total
 
 
 # Timed: the original way and the product's way ------------------------------------------------------
@@ -225,6 +228,42 @@ def product(settings) -> dict:
     }
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Not ru_maxrss: Linux carries the parent's over fork and exec, so a child
+    of a benchmark holding 1 GB of images would report at least that."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def _product_child(settings, conn) -> None:
+    # What the trainer has imported by the time it selects (its preflight opened the same stores).
+    import google.cloud.storage  # noqa: F401
+    import PIL.Image  # noqa: F401
+
+    import trainer.pipeline  # noqa: F401
+
+    t0 = os.times()
+    out = product(settings)
+    t1 = os.times()
+    out["client_cpu_s"] = round((t1.user + t1.system) - (t0.user + t0.system), 2)
+    out["peak_rss_mb"] = peak_rss_mb()
+    conn.send(out)
+
+
+def product_in_child(settings) -> dict:
+    """One product run in its own process: its peak RSS is the trainer's, not the benchmark's."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_product_child, args=(settings, child))
+    proc.start()
+    try:
+        return parent.recv()
+    finally:
+        proc.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=2000, help="inferences in the first run (default 2000)")
@@ -236,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="n=200, new=20: a smoke run; records nothing")
     ap.add_argument("--no-record", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument(
+        "--skip-naive",
+        action="store_true",
+        help="leave out the sequential baseline (at --n 20000 it alone takes ~20 min); records only the "
+        "scaling section",
+    )
     ap.add_argument("--profile", type=Path, help="write a cProfile of the cold product run here")
     ap.add_argument(
         "--trainer-path",
@@ -292,37 +337,46 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         pids = {"client": None, "proxy": proxy.pid, "emulator": gcs.proc.pid}
-        proxy.reset()
-        meter = CpuMeter(pids)
-        naive_s, naive_objects = naive(db, proxy.endpoint, "bench-images", tmp / "naive")
-        naive_cpu = meter.done(naive_objects)
-        naive_requests = proxy.stats().get("requests", 0)
-        print(
-            f"naive: {naive_s:.2f} s for {naive_objects} objects ({naive_requests} requests)", file=sys.stderr
-        )
+        naive_s, naive_objects, naive_cpu = None, 2 * a.n, {}
+        if not a.skip_naive:
+            proxy.reset()
+            meter = CpuMeter(pids)
+            naive_s, naive_objects = naive(db, proxy.endpoint, "bench-images", tmp / "naive")
+            naive_cpu = meter.done(naive_objects)
+            naive_requests = proxy.stats().get("requests", 0)
+            print(
+                f"naive: {naive_s:.2f} s for {naive_objects} objects ({naive_requests} requests)",
+                file=sys.stderr,
+            )
 
         proxy.reset()
-        meter = CpuMeter(pids)
         if a.profile:
             import cProfile
 
+            meter = CpuMeter(pids)
             prof = cProfile.Profile()
             first = prof.runcall(product, settings)
             prof.dump_stats(a.profile)
+            first_cpu = meter.done(first["downloaded"])
         else:
-            first = product(settings)
-        first_cpu = meter.done(first["downloaded"])
+            meter = CpuMeter({"proxy": proxy.pid, "emulator": gcs.proc.pid})
+            first = product_in_child(settings)
+            first_cpu = meter.done(first["downloaded"])
+            first_cpu["client_cpu_s"] = first["client_cpu_s"]
+            first_cpu["client_cpu_ms_per_object"] = round(
+                1000 * first["client_cpu_s"] / max(1, first["downloaded"]), 2
+            )
         first_requests = proxy.stats().get("requests", 0)
         print(f"product cold: {json.dumps(first)} ({first_requests} requests)", file=sys.stderr)
 
         proxy.reset()
-        second = product(settings)
+        second = product_in_child(settings)
         second_requests = proxy.stats().get("requests", 0)
         print(f"product warm: {json.dumps(second)} ({second_requests} requests)", file=sys.stderr)
 
         seed_data(gcs, db, "bench-images", a.new, a.n, a.days, t0 + timedelta(days=a.days))
         proxy.reset()
-        third = product(settings)
+        third = product_in_child(settings)
         third_stats = proxy.stats()
         print(
             f"product +{a.new}: {json.dumps(third)} ({third_stats.get('requests', 0)} requests)",
@@ -337,13 +391,16 @@ def main(argv: list[str] | None = None) -> int:
             "latency_ms": a.latency_ms,
             "concurrency": settings.download_concurrency,
             "kb_per_image": round(image_bytes / a.n / 1000, 1),
-            "naive_s": round(naive_s, 2),
+            "naive_s": round(naive_s, 2) if naive_s else None,
             "naive_cpu": naive_cpu,
             "product_cpu": first_cpu,
             "loadavg_end": round(os.getloadavg()[0], 1),
             "product_s": round(first["seconds"], 2),
+            "product_ms_per_object": round(1000 * first["seconds"] / naive_objects, 3),
             "product_steps_s": first["steps"],
-            "speedup": round(naive_s / first["seconds"], 2),
+            "product_peak_rss_mb": first.get("peak_rss_mb"),
+            "second_run_peak_rss_mb": second.get("peak_rss_mb"),
+            "speedup": round(naive_s / first["seconds"], 2) if naive_s else None,
             "second_run_s": round(second["seconds"], 2),
             "second_run_steps_s": second["steps"],
             "second_run_downloaded": second["downloaded"],
@@ -354,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             "incremental_steps_s": third["steps"],
             "incremental_selected": third["selected"],
             "targets_met": {
-                "speedup>=8": naive_s / first["seconds"] >= TARGET_SPEEDUP,
+                "speedup>=8": bool(naive_s) and naive_s / first["seconds"] >= TARGET_SPEEDUP,
                 "second_run<2s": second["seconds"] < TARGET_SECOND_S and second["downloaded"] == 0,
                 "incremental_downloads_only_new": third["downloaded"] == 2 * a.new,
             },
@@ -365,7 +422,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(json.dumps(result))
         if not (a.quick or a.no_record):
-            record(result, first, second, third, "data_stage_suggested" if a.trainer_path else "data_stage")
+            if not a.skip_naive:
+                record(
+                    result, first, second, third, "data_stage_suggested" if a.trainer_path else "data_stage"
+                )
+            if not a.trainer_path:
+                record_scale(result)
         return 0
     finally:
         if proxy is not None:
@@ -401,6 +463,68 @@ download concurrency {r["concurrency"]}.
 
 ```json
 {json.dumps(r)}
+```
+"""
+    update_results(key, text)
+
+
+def record_scale(r: dict) -> None:
+    """The data stage as the work grows: one row per --n, the latest run of each kept side by side."""
+    import re
+
+    from _common import RESULTS
+
+    key = "data_stage_scale"
+    runs: dict[int, dict] = {}
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    m = re.search(rf"<!-- {key}:start -->.*?```json\n(.*?)\n```.*?<!-- {key}:end -->", text, re.S)
+    if m:
+        for line in m.group(1).splitlines():
+            if line.strip():
+                old = json.loads(line)
+                runs[old["n"]] = old
+    runs[r["n"]] = {
+        k: r[k]
+        for k in (
+            "n",
+            "objects",
+            "latency_ms",
+            "product_s",
+            "product_ms_per_object",
+            "product_steps_s",
+            "product_peak_rss_mb",
+            "second_run_s",
+            "second_run_peak_rss_mb",
+            "product_cpu",
+            "loadavg_end",
+            "machine",
+            "date",
+            "commit",
+        )
+    }
+    rows = []
+    for n in sorted(runs):
+        x = runs[n]
+        steps = x["product_steps_s"]
+        rows.append(
+            f"| {n} | {x['objects']} | {x['product_s']} | {x['product_ms_per_object']} | "
+            f"{steps['select']} / {steps['download']} / {steps['dataset']} | "
+            f"{x['product_cpu'].get('client_cpu_ms_per_object')} | {x['product_peak_rss_mb']} | "
+            f"{x['second_run_s']} | {x['second_run_peak_rss_mb']} | {x['machine'].rsplit('load ', 1)[-1]} / "
+            f"{x['loadavg_end']} | {x['date']}, {x['commit']} |"
+        )
+    body = "\n".join(json.dumps(runs[n]) for n in sorted(runs))
+    text = f"""## Data stage as the work grows (cold cache, +{r["latency_ms"]:g} ms per request)
+
+`python bench/data_stage.py --n N` (`--skip-naive` at 20,000: the sequential baseline alone would take ~20 min).
+Each product run is a child process: peak RSS is the trainer's own (`VmHWM`), not the benchmark's.
+
+| n | objects | cold s | ms per object | select / download / dataset s | client CPU ms/object | peak RSS MB | nothing new s | its peak RSS MB | load start / end | date, commit |
+|---|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+```json
+{body}
 ```
 """
     update_results(key, text)

@@ -48,6 +48,15 @@ if "pytest" not in sys.modules:
         sys.modules["pytest"] = types.SimpleNamespace(fixture=lambda *a, **k: lambda f: f)
 
 
+def distinct_copy(jpeg: bytes, k: int) -> bytes:
+    """The same pixels with different bytes: a JPEG comment after the start marker. The trainer keeps one
+    sample per image content, so plain repeats would shrink the dataset back to the distinct photos."""
+    if k == 0 or not jpeg.startswith(b"\xff\xd8"):
+        return jpeg
+    comment = f"copy {k}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
 def make_dataset(n: int, data_dir: Path | None, imgsz: int) -> tuple[list[tuple[str, bytes, str]], str]:
     """(id, jpeg bytes, label text) for n samples, and a description of where they came from."""
     if data_dir and (data_dir / "images").is_dir():
@@ -58,9 +67,14 @@ def make_dataset(n: int, data_dir: Path | None, imgsz: int) -> tuple[list[tuple[
             if lbl.is_file() and lbl.read_text().strip():
                 pairs.append((img.stem, img.read_bytes(), lbl.read_text()))
         out = [
-            (f"{pairs[i % len(pairs)][0]}-r{i // len(pairs)}", *pairs[i % len(pairs)][1:]) for i in range(n)
+            (
+                f"{pairs[i % len(pairs)][0]}-r{i // len(pairs)}",
+                distinct_copy(pairs[i % len(pairs)][1], i // len(pairs)),
+                pairs[i % len(pairs)][2],
+            )
+            for i in range(n)
         ]
-        return out, f"{len(pairs)} real photos from {data_dir} repeated to {n} with distinct ids"
+        return out, f"{len(pairs)} real photos from {data_dir} repeated to {n} with distinct ids and bytes"
     from tests.fixtures.data import make_sample
 
     def one(i: int):

@@ -23,7 +23,7 @@ import urllib3
 from trainer.errors import ConfigError, StorageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BlobInfo:
     name: str
     generation: int
@@ -41,7 +41,7 @@ class NotFound(StorageError):
 
 class BlobStore(Protocol):
     def uri(self, name: str) -> str: ...
-    def list(self, prefix: str) -> list[BlobInfo]: ...
+    def list(self, prefix: str, limit: int | None = None) -> list[BlobInfo]: ...
     def stat(self, name: str) -> BlobInfo | None: ...
     def download(self, name: str, dest: Path, generation: int | None = None) -> None: ...
     def read_bytes(self, name: str) -> bytes | None: ...
@@ -97,15 +97,25 @@ class LocalBlobStore:
         updated = datetime.fromtimestamp(st.st_mtime, UTC)
         return BlobInfo(name=name, generation=st.st_mtime_ns, size=st.st_size, updated=updated)
 
-    def list(self, prefix: str) -> list[BlobInfo]:
-        base = self.root
-        out = []
-        for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                name = path.relative_to(base).as_posix()
+    def list(self, prefix: str, limit: int | None = None) -> list[BlobInfo]:
+        # Walk only the prefix's folder: a listing per folder of a large tree stays linear in its size.
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else self.root
+        out: list[BlobInfo] = []
+        if not start.is_dir():
+            return out
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames.sort()
+            for fname in sorted(filenames):
+                if fname.startswith(".tmp-"):
+                    continue
+                path = Path(dirpath) / fname
+                name = path.relative_to(self.root).as_posix()
                 if name.startswith(prefix):
                     out.append(self._info(name, path))
-        return out
+                    if limit is not None and len(out) >= limit:
+                        return sorted(out, key=lambda i: i.name)
+        return sorted(out, key=lambda i: i.name)
 
     def stat(self, name: str) -> BlobInfo | None:
         path = self._path(name)
@@ -177,6 +187,14 @@ class LocalBlobStore:
     def delete(self, name: str) -> None:
         path = self._path(name)
         path.unlink(missing_ok=True)
+        # A bucket has no folders: one left empty by the last object in it goes too.
+        parent = path.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
 
 def gcs_client():
@@ -240,14 +258,15 @@ class GCSBlobStore:
             return NotFound(f"{what}: not found")
         return StorageError(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
 
-    def list(self, prefix: str) -> list[BlobInfo]:
+    def list(self, prefix: str, limit: int | None = None) -> list[BlobInfo]:
         try:
             return [
                 BlobInfo(b.name, int(b.generation), int(b.size or 0), b.updated)
                 for b in self.client.list_blobs(
                     self.bucket,
                     prefix=prefix,
-                    page_size=1000,
+                    max_results=limit,
+                    page_size=min(1000, limit or 1000),
                     # a third of the JSON to parse
                     fields="items(name,generation,size,updated),nextPageToken",
                 )

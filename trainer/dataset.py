@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from trainer import CLASS_NAMES
 from trainer.files import write_text_atomic
-from trainer.labels import BadSample, check_image, parse_label_file
+from trainer.images import ImageInfo, check_image
+from trainer.labels import BadSample, read_label
+from trainer.parallel import bounded_map
+from trainer.plan import Candidate, plan_dataset
 from trainer.selection import Record
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -39,25 +42,44 @@ class DatasetResult:
     classes: dict[str, list[int]] = field(default_factory=dict)  # id -> classes present
     splits: dict[str, str] = field(default_factory=dict)  # id -> split, only the samples written
     instances: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class name -> boxes
+    backgrounds: dict[str, int] = field(default_factory=dict)  # split -> images written with no boxes
+    altered: dict[str, int] = field(default_factory=dict)  # what Ultralytics' rules change, counted
+    written: dict[str, tuple[str, int]] = field(default_factory=dict)  # "split/file" -> (id, boxes)
 
 
-def _image_verdict(path: Path) -> str:
+# Bumped whenever the image rules change: verdicts cached under older rules are checked again.
+VERDICT_RULES = 2
+
+
+def _image_verdict(path: Path) -> ImageInfo:
     """Checks an image once per cached file (the cache key includes the generation)."""
     ok, bad = path.with_name(path.name + ".ok"), path.with_name(path.name + ".bad")
+    for side in (ok, bad):
+        try:
+            saved = json.loads(side.read_text())  # one open, not a stat and an open: once per image per run
+        except (FileNotFoundError, ValueError):
+            continue
+        if not isinstance(saved, dict) or saved.pop("rules", None) != VERDICT_RULES:
+            continue
+        try:
+            found = ImageInfo(**saved) if side is ok else BadSample(saved["reason"], saved["detail"])
+        except (TypeError, KeyError):  # written by another version: check again
+            continue
+        if isinstance(found, BadSample):
+            raise found
+        return found
     try:
-        return ok.read_text()  # one open, not a stat and an open: this runs once per image per run
-    except FileNotFoundError:
-        pass
-    if bad.exists():
-        reason, _, detail = bad.read_text().partition("\n")
-        raise BadSample(reason, detail)
-    try:
-        suffix = check_image(path.read_bytes())
+        info = check_image(path.read_bytes())
     except BadSample as exc:
-        write_text_atomic(bad, f"{exc.reason}\n{exc.detail}")  # whole: Jobs may share the cache
+        # Whole: Jobs may share the cache. The other verdict, if an older rule left one, goes.
+        write_text_atomic(
+            bad, json.dumps({"rules": VERDICT_RULES, "reason": exc.reason, "detail": exc.detail})
+        )
+        ok.unlink(missing_ok=True)
         raise
-    write_text_atomic(ok, suffix)
-    return suffix
+    write_text_atomic(ok, json.dumps({"rules": VERDICT_RULES, **asdict(info)}))
+    bad.unlink(missing_ok=True)
+    return info
 
 
 def _place(src: Path, dest: Path) -> None:
@@ -71,13 +93,17 @@ def write_dataset(
     root: Path,
     records: Sequence[Record],
     files: Mapping[str, Path],
-    splits: Mapping[str, str],
+    train_fraction: float,
     missing: Mapping[str, str] | None = None,
+    *,
+    allow_background: bool = False,
+    background_share: float = 0.1,
 ) -> DatasetResult:
     """Build root/images/{train,val}, root/labels/{train,val} and root/data.yaml.
 
-    files maps object names to local files. A record whose image or label is missing or invalid is
-    skipped and counted under its reason; no file name comes from an object name.
+    files maps object names to local files. A record whose image or label is missing or invalid, or whose
+    image is already in the dataset under another id, is skipped and counted under its reason; the split is
+    decided per image (trainer/plan.py). No file name comes from an object name.
     """
     root = Path(root)
     if root.exists():
@@ -89,6 +115,8 @@ def write_dataset(
     skipped: Counter[str] = Counter()
     result = DatasetResult(root=root, data_yaml=root / "data.yaml")
     instances = {"train": Counter(), "val": Counter()}
+    altered: Counter[str] = Counter()
+    backgrounds: Counter[str] = Counter()
 
     def skip(record: Record, reason: str, detail: str) -> None:
         skipped[reason] += 1
@@ -97,16 +125,16 @@ def write_dataset(
 
     # Decoding every image is this step's main cost; PIL releases the GIL while decoding, so check them in
     # parallel first. Each verdict is also cached beside its file for the next run.
-    def verdict(path: Path) -> str | BadSample:
+    def verdict(path: Path) -> ImageInfo | BadSample:
         try:
             return _image_verdict(path)
         except BadSample as exc:
             return exc
 
     images = list({files[r.image_object] for r in records if r.image_object in files})
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        verdicts = dict(zip(images, pool.map(verdict, images), strict=True))
+    verdicts = dict(zip(images, bounded_map(verdict, images, min(8, os.cpu_count() or 1)), strict=True))
 
+    candidates: list[Candidate] = []
     for record in records:
         image = files.get(record.image_object)
         label = files.get(record.label_object or "")
@@ -117,24 +145,40 @@ def write_dataset(
             skip(record, "missing_label", missing.get(record.label_object or "", "no label object"))
             continue
         try:
-            boxes = parse_label_file(label.read_bytes())
-            suffix = verdicts[image]
-            if isinstance(suffix, BadSample):
-                raise suffix
+            parsed = read_label(label.read_bytes(), allow_empty=allow_background)
+            info = verdicts[image]
+            if isinstance(info, BadSample):
+                raise info
         except BadSample as exc:
             skip(record, exc.reason, exc.detail)
             continue
-        split = splits[record.id]
-        stem = safe_stem(record.id)
-        _place(image, root / "images" / split / f"{stem}{suffix}")
-        (root / "labels" / split / f"{stem}.txt").write_text("\n".join(b.line() for b in boxes) + "\n")
-        result.splits[record.id] = split
-        result.classes[record.id] = sorted({b.cls for b in boxes})
+        candidates.append(Candidate(record, info, parsed))
+
+    plan = plan_dataset(candidates, train_fraction, background_share)
+    for record, reason, detail in plan.skipped:
+        skip(record, reason, detail)
+    for c, split in plan.kept:
+        stem = safe_stem(c.record.id)
+        image_name = f"{stem}{c.image.suffix}"
+        _place(files[c.record.image_object], root / "images" / split / image_name)
+        boxes = c.label.boxes
+        # An empty file, not a missing one: Ultralytics counts both as background, the empty one explicitly.
+        text = "".join(b.line() + "\n" for b in boxes)
+        (root / "labels" / split / f"{stem}.txt").write_text(text)
+        result.splits[c.record.id] = split
+        result.classes[c.record.id] = sorted({b.cls for b in boxes})
+        result.written[f"{split}/{image_name}"] = (c.record.id, len(boxes))
         instances[split].update(CLASS_NAMES[b.cls] for b in boxes)
+        altered["duplicate_boxes_removed"] += c.label.duplicates_removed
+        altered["segments_as_boxes"] += c.label.segments_as_boxes
+        altered["jpeg_restored"] += c.image.jpeg_restored
+        backgrounds[split] += not boxes
 
     result.counts = {s: sum(1 for v in result.splits.values() if v == s) for s in ("train", "val")}
     result.skipped = dict(skipped)
     result.instances = {s: dict(c) for s, c in instances.items()}
+    result.altered = {k: v for k, v in altered.items() if v}
+    result.backgrounds = {s: backgrounds[s] for s in ("train", "val")}
     result.data_yaml.write_text(
         yaml.safe_dump(
             {

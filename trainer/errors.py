@@ -50,3 +50,13 @@ class TrainingError(TrainerError):
 
     exit_code = 7
     reason = "TrainingError"
+
+
+class DeviceUnavailableError(TrainerError):
+    """The run asks for CUDA and the pod has no (or too few) GPUs: found before any data is fetched.
+
+    Not permanent: the Job's retry may land on a node whose GPU works.
+    """
+
+    exit_code = 8
+    reason = "DeviceUnavailable"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trainer.blobstore import BlobInfo, BlobStore, NotFound, check_object_name
 from trainer.files import PART_PREFIX
+from trainer.parallel import bounded_map
 
 log = logging.getLogger(__name__)
 LIST_PREFIX_LIMIT = 64  # beyond this many folders, per-object lookups are cheaper than listings
@@ -57,10 +58,9 @@ class ObjectCache:
                         if info.name in wanted:
                             infos[info.name] = info
         else:
-            with ThreadPoolExecutor(16) as pool:
-                for name, info in zip(names, pool.map(self.store.stat, names), strict=True):
-                    if info:
-                        infos[name] = info
+            for name, info in zip(names, bounded_map(self.store.stat, names, 16), strict=True):
+                if info:
+                    infos[name] = info
         return infos
 
     def fetch(self, names: Iterable[str], concurrency: int = 16) -> FetchResult:
@@ -108,15 +108,14 @@ class ObjectCache:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
 
-        if todo:
-            with ThreadPoolExecutor(max(1, concurrency)) as pool:
-                for info, path, error in pool.map(download, todo):
-                    if path is None:
-                        result.missing[info.name] = error or "download failed"
-                    else:
-                        result.paths[info.name] = path
-                        result.downloaded += 1
-                        result.bytes_downloaded += info.size
+        # Bounded: one future per object held at once made memory grow with the selection.
+        for info, path, error in bounded_map(download, todo, concurrency):
+            if path is None:
+                result.missing[info.name] = error or "download failed"
+            else:
+                result.paths[info.name] = path
+                result.downloaded += 1
+                result.bytes_downloaded += info.size
         return result
 
     def trim(self, max_bytes: int, keep: Iterable[Path] = ()) -> TrimResult:

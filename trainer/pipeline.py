@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import shutil
@@ -16,15 +17,22 @@ from trainer.blobstore import BlobStore, GCSBlobStore, LocalBlobStore, NotFound,
 from trainer.dataset import DatasetResult, write_dataset
 from trainer.db import Database, connect, migrate
 from trainer.errors import EmptySelectionError, ModelUnavailableError, TrainerError
-from trainer.fetch import ObjectCache
+from trainer.fetch import FetchResult, ObjectCache, TrimResult
 from trainer.gate import decide_promotion
+from trainer.preflight import Preflight
 from trainer.progress import StatusReporter
 from trainer.publish import CHECKPOINTS, LATEST_MODEL, checkpoint_prefix, move_latest, upload_version
-from trainer.registry import Registry, version_name
+from trainer.reconcile import read_label_caches, reconcile
+from trainer.registry import Registry, SampleLocation, version_name
 from trainer.report import RunReport, logfmt
-from trainer.selection import Record, assign_splits, sample_replay, select
+from trainer.selection import Record, fill, sample_replay, select
 from trainer.settings import Settings
-from trainer.sources import dataset_records, inference_records, inference_records_by_id
+from trainer.sources import (
+    dataset_records,
+    dataset_records_by_id,
+    inference_records,
+    inference_records_by_id,
+)
 
 log = logging.getLogger("trainer")
 # Exit codes the Job's podFailurePolicy fails at once (docs/CONTRACTS.md): no retry follows them.
@@ -48,6 +56,8 @@ class Job:
         self.registry: Registry | None = None
         self.models: BlobStore | None = None
         self.reserved: int | None = None
+        self.dataset_uri: str | None = None  # dataset mode: the run's own dataset, as samples record it
+        self.locations: dict[str, SampleLocation] = {}  # dataset mode: where each written sample lives
 
     # Stores --------------------------------------------------------------------------------------------
     def _store(self, bucket: str | None, local_name: str) -> BlobStore:
@@ -115,12 +125,14 @@ class Job:
                 setattr(r, key, earlier.get(key) or getattr(r, key))
             return
         self.models = self._store(s.models_bucket, "models-bucket")
+        self._preflight()
         with r.step("tidy") as f:
             f.update(self._tidy())
         records, source, cutoff, replayed = self._select()
         dataset = self._build(records, source, replayed)
         base_path, base_version = self._base_model()
         outcome = self._train(base_path)
+        self._reconcile(dataset)
         challenger = outcome.metrics
         champion = self._evaluate_champion(base_path, base_version, dataset, outcome.sizing)
         decision = decide_promotion(
@@ -131,6 +143,7 @@ class Job:
             class_ap_drop=s.class_ap_drop,
         )
         self._publish(outcome.best, base_version, challenger, champion, decision, cutoff, dataset, replayed)
+        log.info(r.promotion["summary"])  # what was decided and why, in one line a person can read
 
     def _tidy(self) -> dict[str, int]:
         """Marks the registry rows of runs that ended without their trainer, and removes checkpoints no run
@@ -163,6 +176,42 @@ class Job:
         return counts
 
     # Steps ---------------------------------------------------------------------------------------------
+    def _preflight(self) -> None:
+        """Every resource the run needs, before any download or GPU time (trainer/preflight.py)."""
+        s = self.s
+        with self.report.step("preflight") as f:
+            check = Preflight(
+                settings=s,
+                db=self.db,
+                models=self.models,
+                images=self._store(s.images_bucket, "images-bucket") if s.from_inferences else None,
+            )
+            try:
+                check.run()
+            finally:
+                self.report.preflight = dict(check.timings)
+                f.update(checks=",".join(check.timings))
+
+    def _reconcile(self, ds: DatasetResult) -> None:
+        """Ultralytics' own verdicts from its label cache: what it dropped is counted, and not registered."""
+        r = self.report
+        with r.step("reconcile") as f:
+            rec = reconcile(ds.written, read_label_caches(ds.root))
+            for record_id, split, why in rec.dropped:
+                ds.splits.pop(record_id, None)
+                ds.classes.pop(record_id, None)
+                ds.counts[split] -= 1
+                r.data[split] = ds.counts[split]
+                r.data["skipped"]["ultralytics_rejected"] = (
+                    r.data["skipped"].get("ultralytics_rejected", 0) + 1
+                )
+                if len(r.data["skipped_examples"]) < 40:
+                    r.data["skipped_examples"].append(f"{record_id}: ultralytics_rejected: {why}"[:300])
+            r.data["ultralytics_check"] = rec.summary()
+            f.update(**rec.summary())
+            if rec.dropped:
+                log.warning(logfmt(event="ultralytics_dropped", run=self.run_id, images=len(rec.dropped)))
+
     def _select(self) -> tuple[list[Record], BlobStore, datetime | None, set[str]]:
         s, r = self.s, self.report
         with r.step("select") as f:
@@ -174,25 +223,38 @@ class Job:
                     min_detections=s.min_detections,
                 )
                 source = self._store(s.images_bucket, "images-bucket")
+                new_ids = {x.id for x in sel.selected}
                 replay: list[Record] = []
-                if since is not None and s.replay_ratio > 0 and sel.selected:
-                    want = round(s.replay_ratio * len(sel.selected))
-                    ids = sample_replay(
-                        self.registry.replay_pool(), want, s.seed, exclude={x.id for x in sel.selected}
-                    )
-                    replay = inference_records_by_id(self.db, ids)
+                want_replay = round(s.replay_ratio * len(sel.selected)) if since is not None else 0
+                if want_replay:
+                    # The whole pool in the stratified order, filled up to the count asked for: a record
+                    # rejected since it was trained on is replaced by the next one, not lost.
+                    pool = self.registry.replay_pool()
+                    order = sample_replay(pool, len(pool), s.seed, exclude=new_ids)
+                    replay = [
+                        replace(x, split_hint="train")  # earlier training images stay training images
+                        for x in fill(order, want_replay, lambda ids: inference_records_by_id(self.db, ids))
+                    ]
                 history: list[Record] = []
-                if since is not None and s.history_val > 0 and sel.selected:
+                want_history = s.history_val if since is not None and sel.selected else 0
+                if want_history:
                     # The validation images of earlier runs stay validation images: champion and challenger
                     # are then also compared on the classes the new data lacks, so forgetting shows.
-                    taken = {x.id for x in sel.selected} | {x.id for x in replay}
-                    ids = sample_replay(self.registry.validation_pool(), s.history_val, s.seed, exclude=taken)
-                    history = [replace(x, split_hint="val") for x in inference_records_by_id(self.db, ids)]
+                    pool = self.registry.validation_pool()
+                    taken = new_ids | {x.id for x in replay}
+                    order = sample_replay(pool, len(pool), s.seed, exclude=taken)
+                    history = [
+                        replace(x, split_hint="val")
+                        for x in fill(order, want_history, lambda ids: inference_records_by_id(self.db, ids))
+                    ]
                 r.selection = {
                     "since": since.isoformat() if since else None,
                     **sel.counts,
+                    "selected": len(sel.selected) + len(replay) + len(history),
                     "new": len(sel.selected),
+                    "replay_requested": want_replay,
                     "replayed": len(replay),
+                    "history_val_requested": want_history,
                     "history_val": len(history),
                     "cutoff": sel.cutoff.isoformat() if sel.cutoff else None,
                 }
@@ -208,29 +270,103 @@ class Job:
                     )
             else:
                 uri = s.dataset or ""
-                if uri.startswith("gs://"):
-                    bucket, prefix = parse_gs_uri(uri)
-                    source: BlobStore = GCSBlobStore(bucket)
-                else:
-                    folder = Path(uri).absolute()
-                    if not folder.is_dir():
-                        raise EmptySelectionError(f"dataset folder {folder} does not exist")
-                    source, prefix = LocalBlobStore(folder), ""
-                sel = select(dataset_records(source, prefix), only_verified=False, min_detections=0)
-                records, cutoff, replayed = sel.selected, None, set()
-                r.selection = {**sel.counts, "new": len(sel.selected), "replayed": 0, "source": uri}
-                if not records:
+                self.dataset_uri = dataset_uri(uri)
+                source, prefix = open_dataset(self.dataset_uri)
+                sel = select(
+                    dataset_records(source, prefix, self.dataset_uri), only_verified=False, min_detections=0
+                )
+                if not sel.selected:
                     raise EmptySelectionError(
                         f"dataset {uri} has no image with a label file "
                         "(expected images/... and labels/... folders)"
                     )
+                replay, history = self._dataset_history(sel.selected) if s.incremental else ([], [])
+                records, cutoff = sel.selected + replay + history, None
+                replayed = {x.id for x in replay + history}
+                r.selection = {
+                    **sel.counts,
+                    "new": len(sel.selected),
+                    "replayed": len(replay),
+                    "history_val": len(history),
+                    "source": uri,
+                }
             f.update(
                 selected=len(records),
                 new=r.selection["new"],
                 replayed=r.selection["replayed"],
+                replay_requested=r.selection.get("replay_requested", 0),
                 history_val=r.selection.get("history_val", 0),
             )
         return records, source, cutoff, replayed
+
+    def _dataset_history(self, new: list[Record]) -> tuple[list[Record], list[Record]]:
+        """--incremental dataset on top of a deployed model: earlier datasets' training samples to replay and
+        their validation samples to validate on, as incremental runs on inferences do. A sample of the new
+        dataset is never also replayed. (A complete dataset, the default, replays nothing: an earlier
+        version of the same photos would train twice, or validate a model that trained on them.)"""
+        s = self.s
+        if self.registry.latest() is None:
+            return [], []
+        taken = {x.id for x in new}
+        replay: list[Record] = []
+        if s.replay_ratio > 0:
+            pool = self.registry.dataset_samples("train")
+            want = round(s.replay_ratio * len(new))
+            ids = sample_replay([(i, x.classes) for i, x in pool.items()], want, s.seed, exclude=taken)
+            replay = dataset_records_by_id(pool, ids, "train")
+        history: list[Record] = []
+        if s.history_val > 0:
+            pool = self.registry.dataset_samples("val")
+            taken |= {x.id for x in replay}
+            ids = sample_replay(
+                [(i, x.classes) for i, x in pool.items()], s.history_val, s.seed, exclude=taken
+            )
+            history = dataset_records_by_id(pool, ids, "val")
+        return replay, history
+
+    def _fetch(
+        self, records: list[Record], source: BlobStore
+    ) -> tuple[list[Record], FetchResult, TrimResult | None]:
+        """Downloads every record's objects into the cache: the run's own source first, then each earlier
+        dataset that replayed samples come from. Returns the records keyed for write_dataset (an earlier
+        dataset's object names are prefixed with its URI, so two datasets' equal names never meet), the
+        merged result, and what the cache's size bound evicted (None: unbounded)."""
+        s = self.s
+        groups: dict[str | None, list[Record]] = {}
+        for x in records:
+            groups.setdefault(None if x.source in (None, self.dataset_uri) else x.source, []).append(x)
+        merged, keyed = FetchResult(), []
+        cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
+        for where, group in groups.items():
+            names = [x.image_object for x in group] + [x.label_object for x in group if x.label_object]
+            if where is None:
+                got, key = cache.fetch(names, concurrency=s.download_concurrency), str
+            else:
+                key = functools.partial(_keyed, where)
+                try:
+                    store, _ = open_dataset(where)
+                except EmptySelectionError as exc:  # an earlier dataset was removed: its samples are missing
+                    got = FetchResult(missing=dict.fromkeys(names, str(exc)))
+                else:
+                    other = ObjectCache(s.cache_dir / "objects", store, track_use=bool(s.cache_max_bytes))
+                    got = other.fetch(names, concurrency=s.download_concurrency)
+                group = [
+                    replace(
+                        x,
+                        image_object=key(x.image_object),
+                        label_object=key(x.label_object) if x.label_object else None,
+                    )
+                    for x in group
+                ]
+            keyed += group
+            merged.paths.update({key(n): p for n, p in got.paths.items()})
+            merged.missing.update({key(n): why for n, why in got.missing.items()})
+            merged.downloaded += got.downloaded
+            merged.cached += got.cached
+            merged.bytes_downloaded += got.bytes_downloaded
+        trimmed = cache.trim(s.cache_max_bytes, keep=merged.paths.values()) if s.cache_max_bytes else None
+        order = {x.id: i for i, x in enumerate(records)}
+        return sorted(keyed, key=lambda x: order[x.id]), merged, trimmed
 
     def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
         s, r = self.s, self.report
@@ -240,16 +376,12 @@ class Job:
         self.warm_up = yolo.WarmUp(s.work_dir / "ultralytics", s.device)
         self.reporter.progress("Downloading", force=True)
         with r.step("download") as f:
-            cache = ObjectCache(s.cache_dir / "objects", source, track_use=bool(s.cache_max_bytes))
-            names = [x.image_object for x in records] + [x.label_object for x in records if x.label_object]
-            fetched = cache.fetch(names, concurrency=s.download_concurrency)
-            evicted = 0
-            if s.cache_max_bytes:
-                trimmed = cache.trim(s.cache_max_bytes, keep=fetched.paths.values())
-                evicted = trimmed.removed
+            keyed, fetched, trimmed = self._fetch(records, source)
+            evicted = trimmed.removed if trimmed else 0
+            if trimmed:
                 f.update(cache_evicted=evicted, cache_bytes=trimmed.bytes_kept)
             f.update(
-                objects=len(names),
+                objects=len(fetched.paths) + len(fetched.missing),
                 downloaded=fetched.downloaded,
                 cached=fetched.cached,
                 missing=len(fetched.missing),
@@ -257,13 +389,27 @@ class Job:
             )
         self.reporter.progress("BuildingDataset", force=True)
         with r.step("dataset") as f:
-            splits = assign_splits(records, s.train_split)
-            ds = write_dataset(self.work / "dataset", records, fetched.paths, splits, fetched.missing)
+            ds = write_dataset(
+                self.work / "dataset",
+                keyed,
+                fetched.paths,
+                s.train_split,
+                fetched.missing,
+                allow_background=s.min_detections == 0,
+                background_share=s.background_share,
+            )
+            self.locations = {
+                x.id: SampleLocation(x.source, x.image_object, x.label_object)
+                for x in records
+                if x.source and x.id in ds.splits
+            }
             r.data = {
                 "train": ds.counts["train"],
                 "val": ds.counts["val"],
                 "skipped": ds.skipped,
                 "skipped_examples": ds.skipped_examples,
+                "backgrounds": ds.backgrounds,
+                "altered": ds.altered,
                 "downloaded": fetched.downloaded,
                 "cached": fetched.cached,
                 "bytes_downloaded": fetched.bytes_downloaded,
@@ -461,6 +607,7 @@ class Job:
                 data_cutoff=cutoff,
                 report=r.as_dict(),
                 samples=samples,
+                locations=self.locations,
             )
             self.reserved = None
             promoted, current = False, reg.latest()
@@ -485,7 +632,13 @@ class Job:
                 "reason": reason,
                 "mode": s.promotion,
                 "latest": version_name(number) if promoted else (version_name(current) if current else None),
+                "outcome": "promoted"
+                if promoted
+                else (
+                    "superseded" if decision.promote else ("skipped" if s.promotion == "skip" else "refused")
+                ),
             }
+            r.promotion["summary"] = r.decision_line()
             reg.update_run_report(self.run_id, r.as_dict())
             f.update(version=version_name(number), promoted=promoted)
         # The chart renders and uploads while the checkpoint and the training folder are removed.
@@ -503,6 +656,29 @@ class Job:
             self.models.upload_file(png, f"models/v{number}/map50_per_class.png")
         except Exception as exc:  # noqa: BLE001 - a chart is a convenience, never a reason to fail the run
             log.warning(logfmt(event="chart_failed", error=str(exc)[:200]))
+
+
+def dataset_uri(text: str) -> str:
+    """The URI a dataset's samples are recorded under: gs://bucket/prefix, or the folder's absolute path."""
+    if text.startswith("gs://"):
+        bucket, prefix = parse_gs_uri(text)
+        return f"gs://{bucket}/{prefix}" if prefix else f"gs://{bucket}"
+    return str(Path(text).absolute())
+
+
+def open_dataset(uri: str) -> tuple[BlobStore, str]:
+    """(store, prefix) of a dataset URI as dataset_uri() writes it; a folder must exist (never created)."""
+    if uri.startswith("gs://"):
+        bucket, prefix = parse_gs_uri(uri)
+        return GCSBlobStore(bucket), prefix
+    if not Path(uri).is_dir():
+        raise EmptySelectionError(f"dataset folder {uri} does not exist")
+    return LocalBlobStore(Path(uri)), ""
+
+
+def _keyed(source: str, name: str) -> str:
+    # NUL never occurs in an object name (check_object_name refuses it): no clash with the run's own names.
+    return f"\x00{source}\x00{name}"
 
 
 def _class_counts(ds: DatasetResult, ids: set[str]) -> dict[str, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +29,16 @@ class VersionRow:
     data_cutoff: datetime | None
     created_at: datetime | None
     model_uri: str | None
+
+
+@dataclass(frozen=True)
+class SampleLocation:
+    """Where a dataset-mode sample lives: a dataset URI and object names in that dataset's store."""
+
+    source: str
+    image_object: str
+    label_object: str | None
+    classes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,11 +164,11 @@ class Registry:
         return deployed_cutoff(self.latest(), self.db.fetch(VERSIONS_SQL))
 
     def replay_pool(self) -> list[tuple[str, list[int]]]:
-        """Samples earlier successful runs trained on (train split only), with their classes."""
+        """Inference records earlier successful runs trained on (train split only), with their classes."""
         return self._samples_of_succeeded_runs("train")
 
     def validation_pool(self) -> list[tuple[str, list[int]]]:
-        """Samples earlier successful runs validated on, with their classes: the held-out history."""
+        """Inference records earlier successful runs validated on, with their classes: the held-out history."""
         return self._samples_of_succeeded_runs("val")
 
     def _samples_of_succeeded_runs(self, split: str) -> list[tuple[str, list[int]]]:
@@ -170,6 +180,23 @@ class Registry:
             split,
         )
         return [(r["sample_id"], json.loads(r["classes"])) for r in rows]
+
+    def dataset_samples(self, split: str) -> dict[str, SampleLocation]:
+        """Dataset samples earlier successful dataset-mode runs used in `split` ('train': the replay pool,
+        'val': the held-out history), by id, with where they live and their classes."""
+        rows = self.db.fetch(
+            "SELECT DISTINCT s.sample_id, s.source, s.image_object, s.label_object, s.classes "
+            "FROM training_samples s JOIN training_runs r ON r.id = s.run_id "
+            "WHERE r.status = 'succeeded' AND r.mode = 'dataset' AND s.split = $1 "
+            "AND s.source IS NOT NULL AND s.image_object IS NOT NULL ORDER BY s.sample_id",
+            split,
+        )
+        return {
+            r["sample_id"]: SampleLocation(
+                r["source"], r["image_object"], r["label_object"], tuple(json.loads(r["classes"]))
+            )
+            for r in rows
+        }
 
     # Versions -----------------------------------------------------------------------------------------
     def reserve_version(self, run_id: str, base_version: int | None) -> int:
@@ -209,8 +236,13 @@ class Registry:
         data_cutoff: datetime | None,
         report: dict,
         samples: Iterable[tuple[str, str, bool, list[int]]],
+        locations: Mapping[str, SampleLocation] | None = None,
     ) -> None:
-        """Version, run and samples in one transaction: all of it is registered, or none."""
+        """Version, run and samples in one transaction: all of it is registered, or none.
+
+        samples holds (id, split, replayed, classes); locations, for dataset samples, where each one lives.
+        """
+        locations = locations or {}
         with self.db.transaction():
             self.db.execute(
                 "UPDATE model_versions SET state = 'registered', model_uri = $2, metadata_uri = $3, map50 = $4, "
@@ -241,14 +273,18 @@ class Registry:
             )
             self.db.execute("DELETE FROM training_samples WHERE run_id = $1", run_id)
             for sample_id, split, replayed, classes in samples:
+                where = locations.get(sample_id)
                 self.db.execute(
-                    "INSERT INTO training_samples (run_id, sample_id, split, replayed, classes) "
-                    "VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO training_samples (run_id, sample_id, split, replayed, classes, source, "
+                    "image_object, label_object) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     run_id,
                     sample_id,
                     split,
                     replayed,
                     json.dumps(classes),
+                    where.source if where else None,
+                    where.image_object if where else None,
+                    where.label_object if where else None,
                 )
 
     def update_run_report(self, run_id: str, report: dict) -> None:

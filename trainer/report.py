@@ -43,6 +43,7 @@ class RunReport:
     status: str = "Running"
     reason: str = ""
     message: str = ""
+    preflight: dict[str, float] = field(default_factory=dict)  # check -> seconds
     selection: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -72,6 +73,30 @@ class RunReport:
         d = {k: v for k, v in self.__dict__.items() if k != "started"}
         d["timings"]["total"] = round(time.time() - self.started, 3)
         return d
+
+    def decision_line(self) -> str:
+        """What the gate decided and why, in one line: the version, champion and challenger on the same
+        validation images, and the per-class change, e.g. `decision: promoted v2 over v1: mAP50 0.612 ->
+        0.724 on the same 48 validation images (24 from earlier runs); Plastic +0.62, Glass -0.02`."""
+        p, m, champ = self.promotion, self.metrics, self.champion or {}
+        version, old = self.model.get("version") or "?", champ.get("version")
+        new_map = _num(m.get("map50"))
+        val, history = self.data.get("val", 0), self.selection.get("history_val", 0)
+        images = f"{val} validation images" + (f" ({history} from earlier runs)" if history else "")
+        outcome = p.get("outcome") or ("promoted" if p.get("promoted") else "refused")
+        reason = " ".join(str(p.get("reason", "")).split())
+        if outcome == "promoted":
+            head = f"promoted {version}" + (f" over {old}" if old else "")
+        elif outcome == "refused":
+            head = f"refused {version}, {p.get('latest') or 'nothing'} stays latest"
+        else:
+            head = f"{version} not promoted, latest is {p.get('latest') or 'nothing'}"
+        if not old:
+            return f"decision: {head}: {reason}; mAP50 {new_map:.3f} on {images}"
+        figures = f"mAP50 {_num(champ.get('map50')):.3f} -> {new_map:.3f} on the same {images}"
+        # A promotion by the gate is explained by its figures; any other outcome also by its reason.
+        why = "" if outcome == "promoted" and p.get("mode") == "gate" else f"{reason}; "
+        return f"decision: {head}: {why}{figures}; {class_changes(champ, m)}"
 
     def compact(self) -> dict[str, Any]:
         """The contract's result (docs/CONTRACTS.md): what the operator copies into status."""
@@ -133,3 +158,24 @@ class RunReport:
                 termination_log.write_text(compact)
             except OSError as exc:
                 log.warning(logfmt(event="termination_log_unwritable", path=termination_log, error=exc))
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def class_changes(before: dict, after: dict, quiet: float = 0.01) -> str:
+    """AP50 change per class, largest first: `Plastic +0.62, Glass -0.02, others within 0.01`."""
+    old, new = before.get("per_class") or {}, after.get("per_class") or {}
+    deltas = {
+        name: _num((new.get(name) or {}).get("ap50")) - _num((old.get(name) or {}).get("ap50"))
+        for name in sorted(set(old) | set(new))
+    }
+    moved = sorted((d for d in deltas.items() if abs(d[1]) >= quiet), key=lambda d: (-abs(d[1]), d[0]))
+    parts = [f"{name} {delta:+.2f}" for name, delta in moved]
+    if len(moved) < len(deltas):
+        parts.append(f"{'others' if moved else 'every class'} within {quiet}")
+    return "AP50 per class: " + (", ".join(parts) if parts else "no classes measured")

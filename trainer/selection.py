@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from trainer.feedback import VERIFIED_STATUSES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per record: no __dict__ each (20,000 of them in a large run)
 class Record:
     """One Inference API record (or one dataset sample) as the trainer sees it."""
 
@@ -23,6 +23,7 @@ class Record:
     detections: int = 1
     updated_at: datetime | None = None
     split_hint: str | None = None  # a dataset's own train/val folder, kept when present
+    source: str | None = None  # dataset mode: the dataset URI whose store holds the objects
 
 
 @dataclass
@@ -71,22 +72,37 @@ def split_of(record_id: str, train_fraction: float) -> str:
     return "train" if u < train_fraction else "val"
 
 
-def assign_splits(records: Sequence[Record], train_fraction: float) -> dict[str, str]:
-    """id -> 'train'|'val'. A dataset's own split wins; otherwise the hash decides. Guarantees one
-    validation sample when there are at least two records, so a run can always be evaluated."""
-    splits = {
-        r.id: (r.split_hint if r.split_hint in ("train", "val") else split_of(r.id, train_fraction))
-        for r in records
-    }
-    # The fallbacks move a hashed record, never one whose split was given (a held-out one stays held out).
-    movable = [r.id for r in records if r.split_hint not in ("train", "val")] or list(splits)
-    if len(records) >= 2 and "val" not in splits.values():
-        first = min(movable, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
+def assign_splits(hints: Mapping[str, str | None], train_fraction: float) -> dict[str, str]:
+    """key -> 'train'|'val' for keys (image content hashes) with an optional split hint each.
+
+    A hint wins (a dataset's own folder, a replayed or held-out image); otherwise the hash of the key decides,
+    so an image keeps its split across runs whatever else is selected. Guarantees one validation sample
+    when there are at least two keys, so a run can always be evaluated.
+    """
+    splits = {k: (h if h in ("train", "val") else split_of(k, train_fraction)) for k, h in hints.items()}
+    # The fallbacks move a hashed key, never one whose split was given (a held-out one stays held out).
+    movable = [k for k, h in hints.items() if h not in ("train", "val")] or list(splits)
+    if len(splits) >= 2 and "val" not in splits.values():
+        first = min(movable, key=lambda k: hashlib.sha256(k.encode("utf-8", "surrogateescape")).digest())
         splits[first] = "val"
-    if len(records) >= 2 and "train" not in splits.values():
-        last = max(movable, key=lambda i: hashlib.sha256(i.encode("utf-8", "surrogateescape")).digest())
+    if len(splits) >= 2 and "train" not in splits.values():
+        last = max(movable, key=lambda k: hashlib.sha256(k.encode("utf-8", "surrogateescape")).digest())
         splits[last] = "train"
     return splits
+
+
+def fill(order: Sequence[str], want: int, fetch: Callable[[list[str]], Iterable[Record]]) -> list[Record]:
+    """The first `want` ids of `order` that `fetch` still returns (a record rejected since it was trained on
+    is not), in order. Fetches in batches, so a pool of 100,000 costs a few queries, not one per id."""
+    got: list[Record] = []
+    pos = 0
+    while len(got) < want and pos < len(order):
+        need = want - len(got)
+        batch = list(order[pos : pos + max(2 * need, 100)])
+        pos += len(batch)
+        found = {r.id: r for r in fetch(batch)}
+        got += [found[i] for i in batch if i in found][:need]
+    return got
 
 
 def sample_replay(

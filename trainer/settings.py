@@ -41,7 +41,9 @@ class Settings:
     all_time: bool = False
     train_split: float = 0.8
     min_detections: int = 1
+    background_share: float = 0.1  # with min_detections 0: the most background images may make up
     dataset: str | None = None
+    incremental: bool = False  # dataset mode: the dataset adds to what the deployed model learned
     replay_ratio: float = 1.0
     history_val: int = 1000
     # Promotion gate.
@@ -86,7 +88,8 @@ class Settings:
         """What a model version records about how it was made (no secrets)."""
         keep = (
             "epochs batch_size optimizer learning_rate img_size patience device base_model seed from_inferences "
-            "only_verified all_time train_split min_detections dataset replay_ratio history_val promotion "
+            "only_verified all_time train_split min_detections background_share dataset incremental replay_ratio "
+            "history_val promotion "
             "map50_tolerance class_ap_drop"
         ).split()
         values = asdict(self)
@@ -143,9 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", type=float, default=0.8, help="fraction of samples used for training")
     p.add_argument("--min-detections", type=int, default=1, help="skip records with fewer boxes")
     p.add_argument(
+        "--background-share",
+        type=float,
+        default=0.1,
+        help="with --min-detections 0, records whose label file has no boxes train as background images "
+        "(negatives against false positives), at most this share of the images (default 0.1)",
+    )
+    p.add_argument(
         "--dataset",
         metavar="gs://bucket/prefix|NAME|PATH",
         help="train on a YOLO dataset: gs://bucket/prefix, a NAME in GCS_DATASETS_BUCKET, or a local folder",
+    )
+    p.add_argument(
+        "--incremental",
+        action="store_true",
+        help="with --dataset: the dataset is new data on top of the deployed model, not a complete set; "
+        "earlier datasets' training images are replayed (--replay-ratio) and their validation images "
+        "added (--history-val), as on incremental runs from inferences",
     )
     p.add_argument(
         "--replay-ratio",
@@ -260,6 +277,10 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError("no data source: pass --from-inferences or --dataset PATH|gs://bucket/prefix")
     if a.dataset and (a.only_verified or a.all_time):
         raise ConfigError("--only-verified and --all-time apply to --from-inferences, not to --dataset")
+    if a.incremental and not a.dataset:
+        raise ConfigError(
+            "--incremental applies to --dataset (runs from inferences are incremental unless --all-time)"
+        )
     if not 0 < a.train_split < 1:
         raise ConfigError(f"--train-split must be between 0 and 1 (exclusive), got {a.train_split}")
     for name in ("epochs", "batch_size", "img_size"):
@@ -281,6 +302,8 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError("--patience and --min-detections must not be negative")
     if a.history_val < 0:
         raise ConfigError(f"--history-val must not be negative, got {a.history_val}")
+    if not 0 <= a.background_share < 1:
+        raise ConfigError(f"--background-share must be at least 0 and below 1, got {a.background_share}")
     if not 0 <= a.replay_ratio <= 10:
         raise ConfigError(f"--replay-ratio must be between 0 and 10, got {a.replay_ratio}")
 
@@ -334,7 +357,9 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         all_time=a.all_time,
         train_split=a.train_split,
         min_detections=a.min_detections,
+        background_share=a.background_share,
         dataset=dataset,
+        incremental=a.incremental,
         replay_ratio=a.replay_ratio,
         history_val=a.history_val,
         promotion=a.promotion,

@@ -50,6 +50,7 @@ EXIT_REASONS = {
     5: "RegistryError",
     6: "ModelUnavailable",
     7: "TrainingError",
+    8: "DeviceUnavailable",  # --device asks for CUDA and the pod sees no (or too few) GPUs
 }
 # Pod states that never fix themselves without a person: reported at once, fatal after stuck_seconds.
 STUCK_WAITING = frozenset(

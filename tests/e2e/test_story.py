@@ -4,6 +4,8 @@ the real trainer in the Job's Pod, PostgreSQL, fake-gcs-server."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import urllib.request
 from pathlib import Path
@@ -29,6 +31,10 @@ SMALL = {
     "resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"},
     "backoffLimit": 0,
 }
+
+
+def apply_run(control_plane, name: str, **spec) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=training_run(name, **spec))
 
 
 def training_run(name: str, **spec) -> str:
@@ -61,37 +67,54 @@ INFERENCE_API = {
 }  # fmt: skip
 
 
-def manifests_with(control_plane, config: dict[str, str]) -> str:
-    """`kubectl kustomize manifests/` with the operator's ConfigMap set for this installation."""
+def manifests_with(control_plane, config: dict[str, str], operator_image: str | None = None) -> str:
+    """`kubectl kustomize manifests/` with the operator's ConfigMap set for this installation, and the
+    operator's image replaced by `operator_image` (what kustomize's `images:` does in a user's overlay)."""
     docs = list(yaml.safe_load_all(control_plane.kubectl("kustomize", str(ROOT / "manifests")).stdout))
     for doc in docs:
         if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "waste-operator-config":
             doc["data"] |= config
+        if operator_image and doc["kind"] == "Deployment" and doc["metadata"]["name"] == "waste-operator":
+            doc["spec"]["template"]["spec"]["containers"][0]["image"] = operator_image
     return yaml.safe_dump_all(docs)
 
 
-@pytest.fixture
-def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
+@contextlib.contextmanager
+def installed(control_plane, kubelet, postgres, gcs, tmp_path, images=None):
+    """The product installed from manifests/ with its database Secret, the operator Ready. Without
+    `images`, the process kubelet runs the operator and the trainer from this checkout (fast), with the
+    stand-in inference API; with `images` (tests/images/fixtures.py), its podman runtime runs the built
+    operator and trainer images, as a cluster runs them."""
     from tests.controlplane.kubelet import NamespaceView
+    from tests.controlplane.kubelet.podman_runtime import PodmanRuntime
 
     dsn = postgres.new_database()
     create_inference_table(dsn)
-    images, models, datasets = gcs.bucket(), gcs.bucket(), gcs.bucket()
-    # The cluster's route to "GCS", and a work folder for the trainer's downloads.
-    node = NamespaceView(kubelet, NS, cwd=ROOT, env={"STORAGE_EMULATOR_HOST": gcs.endpoint,
-                                                     "TRAINER_WORK_DIR": str(tmp_path / "work")})  # fmt: skip
-    # 1. The product's manifests, as a platform engineer applies them with their settings. The process
-    # kubelet runs Pods on the host's network: the liveness endpoint gets a free port instead of 8080.
+    feedback, models, datasets = gcs.bucket(), gcs.bucket(), gcs.bucket()
+    # The cluster's route to "GCS" (and, for processes, a work folder for the trainer's downloads).
+    if images is None:
+        node = NamespaceView(kubelet, NS, cwd=ROOT, env={"STORAGE_EMULATOR_HOST": gcs.endpoint,
+                                                         "TRAINER_WORK_DIR": str(tmp_path / "work")})  # fmt: skip
+    else:
+        node = NamespaceView(
+            kubelet, NS, env={"STORAGE_EMULATOR_HOST": gcs.endpoint}, runtime=PodmanRuntime(images.podman)
+        )
+    # 1. The product's manifests, as a platform engineer applies them with their settings. The kubelet runs
+    # Pods on the host's network: the liveness endpoint gets a free port instead of 8080.
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
-    config = {"GCS_MODELS_BUCKET": models.name, "GCS_IMAGES_BUCKET": images.name,
+    config = {"GCS_MODELS_BUCKET": models.name, "GCS_IMAGES_BUCKET": feedback.name,
               "GCS_DATASETS_BUCKET": datasets.name, "LIVENESS_ENDPOINT": liveness}  # fmt: skip
-    control_plane.kubectl("apply", "-f", "-", input=manifests_with(control_plane, config))
+    if images is not None:  # the built trainer; /dev/shm and /tmp sized for a small machine
+        config |= {"TRAINER_IMAGE": images.trainer, "TRAINER_SHM_SIZE": "1Gi", "TRAINER_TMP_SIZE": "4Gi"}
+    operator_image = images.operator if images is not None else None
+    control_plane.kubectl("apply", "-f", "-", input=manifests_with(control_plane, config, operator_image))
     control_plane.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
     activate_bindings(control_plane, *SHIPPED_BINDINGS)  # the admission policies act, as in a cluster
     control_plane.kubectl(
         "-n", NS, "create", "secret", "generic", "waste-detection-db", f"--from-literal=database-url={dsn}"
     )
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(INFERENCE_API))
+    if images is None:  # its stand-in runs as a process: there is no inference API image
+        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(INFERENCE_API))
     # 2. The operator's Pod, (re)started with this configuration (an earlier test may have applied the
     # manifests with their defaults), Ready under its ServiceAccount.
     control_plane.kubectl("-n", NS, "rollout", "restart", "deployment/waste-operator")
@@ -100,18 +123,26 @@ def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
     )
     wait_for(lambda: urllib.request.urlopen(liveness, timeout=2).status == 200, 60, "operator liveness",
              ignore=(OSError,))  # fmt: skip
-    api = InferenceAPI(dsn=dsn, bucket=images)
+    api = InferenceAPI(dsn=dsn, bucket=feedback)
     try:
         yield api, models, datasets, dsn, node
     finally:
         log = control_plane.kubectl("-n", NS, "logs", "deployment/waste-operator", "--tail=40", check=False)
         print("--- operator log ---\n" + log.stdout + log.stderr)
         control_plane.kubectl(
-            "-n", NS, "delete", "deployment", "waste-operator", "inference-api", "--wait=false"
-        )
+            "-n", NS, "delete", "deployment", "waste-operator", "inference-api", "--wait=false",
+            "--ignore-not-found",
+        )  # fmt: skip
+        control_plane.kubectl("-n", NS, "delete", "secret", "waste-detection-db", "--ignore-not-found")
         node.close()
         # They act on every namespace of this shared API server: the session's other tests use others.
         retire_bindings(control_plane, *SHIPPED_BINDINGS)
+
+
+@pytest.fixture
+def cluster(control_plane, kubelet, postgres, gcs, tmp_path):
+    with installed(control_plane, kubelet, postgres, gcs, tmp_path) as found:
+        yield found
 
 
 def wait_phase(control_plane, name: str, timeout: float = 420) -> dict:
@@ -146,15 +177,11 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     api.add(3, "rejected")
 
     # First run: everything verified so far; the inference API is restarted with the new model.
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run(
-            "first",
-            source={"fromInferences": {"onlyVerified": True}},
-            restartDeployment={"name": "inference-api"},
-        ),
+    apply_run(
+        control_plane,
+        "first",
+        source={"fromInferences": {"onlyVerified": True}},
+        restartDeployment={"name": "inference-api"},
     )
     run = wait_phase(control_plane, "first")
     status = run["status"]
@@ -171,13 +198,8 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     # New feedback: the second run trains on the new records (plus replay) from v1 and publishes v2, forced
     # past the gate (whether a one-epoch model passes it is chance; the gate has its own tests).
     api.add(6, "verified")
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run(
-            "second", restartDeployment={"name": "inference-api"}, promotion={"mode": "force"}
-        ),
+    apply_run(
+        control_plane, "second", restartDeployment={"name": "inference-api"}, promotion={"mode": "force"}
     )
     status = wait_phase(control_plane, "second")["status"]
     assert status["phase"] == "Succeeded", status
@@ -196,7 +218,7 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
 
     # Nothing new: the run fails with a clear reason; latest is untouched.
     gen = models.get_blob("models/latest/yolov8n_waste.pt").generation
-    control_plane.kubectl("apply", "-f", "-", input=training_run("third"))
+    apply_run(control_plane, "third")
     status = wait_phase(control_plane, "third")["status"]
     assert status["phase"] == "Failed" and status["reason"] == "EmptySelection", status
     assert "no new verified or corrected inferences" in status["message"]
@@ -209,12 +231,63 @@ def test_feedback_becomes_a_deployed_model_and_the_next_run_learns_only_what_is_
     for path in folder.rglob("*"):
         if path.is_file():
             datasets.blob("curated/" + path.relative_to(folder).as_posix()).upload_from_filename(str(path))
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=training_run("curated", source={"dataset": {"uri": f"gs://{datasets.name}/curated"}}),
-    )
+    apply_run(control_plane, "curated", source={"dataset": {"uri": f"gs://{datasets.name}/curated"}})
     status = wait_phase(control_plane, "curated")["status"]
     assert status["phase"] == "Succeeded", status
     assert status["modelVersion"] == "v3" and status["dataset"]["selected"] == 12
+
+
+@pytest.mark.slow
+@pytest.mark.controlplane
+@pytest.mark.images
+@pytest.mark.timeout(1800)
+def test_the_built_images_take_feedback_to_a_published_model_as_a_cluster_runs_them(
+    control_plane, kubelet, postgres, gcs, images, tmp_path
+):
+    """The same story through the images users deploy: the operator's Deployment and the run's Job each run
+    their image under podman (ServiceAccount token, securityContext, read-only root, uid 10001)."""
+    from kubernetes import client
+
+    with installed(control_plane, kubelet, postgres, gcs, tmp_path, images=images) as cluster:
+        api, models, _, dsn, _ = cluster
+        api.add(12, "verified")
+        api.add(3, "pending")
+        apply_run(
+            control_plane,
+            "from-images",
+            source={"fromInferences": {"onlyVerified": True}},
+            resources={"gpus": 0, "cpu": "1", "memory": "4Gi"},
+        )
+        status = wait_phase(control_plane, "from-images", timeout=900)["status"]
+        assert status["phase"] == "Succeeded", status
+        assert status["modelVersion"] == "v1" and status["promoted"] is True
+        assert status["metrics"]["mAP50"] >= 0 and status["dataset"]["new"] == 12
+        assert {"models/v1/yolov8n_waste.pt", "models/latest/yolov8n_waste.pt"} <= {
+            b.name for b in models.client.list_blobs(models, prefix="models/")
+        }
+        assert psql(dsn, "SELECT name FROM model_versions WHERE promoted") == "v1"
+
+        # Both Pods ran their image through podman, as the kubelet's status says.
+        with control_plane.api_client() as c:
+            pods = client.CoreV1Api(c).list_namespaced_pod(NS).items
+        by_image = {
+            p.spec.containers[0].image: p
+            for p in pods
+            if p.status.container_statuses and (p.status.container_statuses[0].container_id or "").startswith("podman://")
+        }  # fmt: skip
+        assert set(by_image) == {images.operator, images.trainer}, [p.metadata.name for p in pods]
+        trainer = by_image[images.trainer]
+        assert trainer.metadata.labels["batch.kubernetes.io/job-name"] == status["jobName"]
+        assert trainer.status.phase == "Succeeded"
+        assert (
+            json.loads(trainer.status.container_statuses[0].state.terminated.message)["modelVersion"] == "v1"
+        )
+        # The operator's container, still running: the settings podman applied from its Pod.
+        operator = by_image[images.operator]
+        name = operator.status.container_statuses[0].container_id.removeprefix("podman://")
+        (found,) = json.loads(images.podman("inspect", "--type", "container", name))
+        assert found["Config"]["User"] == "10001:10001"
+        assert found["HostConfig"]["ReadonlyRootfs"] is True
+        assert not found.get("EffectiveCaps"), found.get("EffectiveCaps")  # capabilities: drop [ALL]
+        mounts = {m["Destination"] for m in found["Mounts"]}
+        assert {"/tmp", "/var/run/secrets/kubernetes.io/serviceaccount", "/dev/termination-log"} <= mounts

@@ -111,6 +111,7 @@ def run_command(
     network: str = "host",
     devices: Sequence[str] = (),
     attempt: int = 0,
+    termination_file: Path | None = None,
 ) -> Launch:
     """The `podman run` for one container of `pod` (a Pod object as the API returns it, plain dicts).
 
@@ -118,7 +119,8 @@ def run_command(
     are not emptyDir (secret, configMap, projected, persistentVolumeClaim) to host folders the caller
     prepared (hostPath volumes use their own path); `pod_dir` holds the emptyDir folders and the
     termination-message file; `image_user` is the image's USER (`Podman.image_user`); `devices` are passed
-    as --device (a GPU's CDI name, for one). Creates the folders and the file; runs nothing.
+    as --device (a GPU's CDI name, for one); `termination_file`, the host file mounted at the container's
+    terminationMessagePath (default: one under `pod_dir`). Creates the folders and the file; runs nothing.
     """
     if disk_backing not in ("folder", "tmpfs"):
         raise ValueError(f"disk_backing must be 'folder' or 'tmpfs', not {disk_backing!r}")
@@ -163,7 +165,7 @@ def run_command(
     argv += _mount_args(spec, container, pod_dir, volumes, disk_backing, limits, folders, where)
 
     term_path = container.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH
-    term_file = pod_dir / "containers" / container_name_ / f"termination-log-{attempt}"
+    term_file = termination_file or pod_dir / "containers" / container_name_ / f"termination-log-{attempt}"
     term_file.parent.mkdir(parents=True, exist_ok=True)
     term_file.write_bytes(b"")
     term_file.chmod(0o666)  # the container's user writes it, whoever that is (as the kubelet makes it)

@@ -77,6 +77,19 @@ def test_the_operators_trainer_pod_runs_hardened_as_its_security_context_says(tm
     assert launch.grace_seconds == 30
 
 
+def test_the_termination_file_can_be_the_callers(tmp_path):
+    """The test kubelet hands its own file (the one it reads the message from): emptied, world-writable."""
+    mine = tmp_path / "kubelet" / "termination-log"
+    mine.parent.mkdir()
+    mine.write_text("left from the last attempt")
+    launch = run_command(trainer_pod(), "trainer", env={}, pod_dir=tmp_path, image_user="10001",
+                         attempt=2, termination_file=mine)  # fmt: skip
+    assert launch.termination_log == mine and mine.read_bytes() == b""
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o666
+    assert f"{mine}:/dev/termination-log:rw" in flag_values(launch.argv, "--volume")
+    assert launch.name.endswith("_2")
+
+
 def test_empty_dirs_can_be_tmpfs_sized_by_their_limit(tmp_path):
     pod = trainer_pod()
     launch = run_command(pod, "trainer", env={}, pod_dir=tmp_path, image_user="10001", disk_backing="tmpfs")

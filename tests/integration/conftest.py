@@ -13,6 +13,16 @@ FAST = ["--epochs", "1", "--img-size", "64", "--batch-size", "8", "--workers", "
 @pytest.fixture
 def world(postgres, gcs, tmp_path):
     """(Inference API stand-in, models bucket, the trainer's environment, tmp_path) on a fresh database."""
+    return _world(postgres, gcs, tmp_path)
+
+
+@pytest.fixture
+def hostile_world(postgres, gcs_memory, tmp_path):
+    """The same on the memory-backed emulator, for tests that upload object names with '..' in them."""
+    return _world(postgres, gcs_memory, tmp_path)
+
+
+def _world(postgres, gcs, tmp_path):
     dsn = postgres.new_database()
     create_inference_table(dsn)
     images, models = gcs.bucket(), gcs.bucket()

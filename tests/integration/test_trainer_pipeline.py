@@ -18,8 +18,9 @@ def names(bucket, prefix: str) -> set[str]:
 
 
 @pytest.mark.slow
-def test_incremental_story_first_run_then_only_new_inferences_then_nothing_new(world):
-    api, models, env, tmp = world
+def test_incremental_story_first_run_then_only_new_inferences_then_nothing_new(hostile_world):
+    # hostile_world: object names with '..' are uploaded, so the emulator keeps objects in memory.
+    api, models, env, tmp = hostile_world
     api.add(14, "verified")
     api.add(4, "corrected")
     api.add(5, "pending")

@@ -109,6 +109,12 @@ def test_crash_without_result_maps_the_exit_code_and_keeps_the_log_tail():
     assert "exited with code 1" in new["message"] and "KeyError" in new["message"]
 
 
+def test_a_trainer_that_finds_no_gpu_fails_as_device_unavailable_from_its_exit_code():
+    p = pod("Failed", terminated(8, message="error: DeviceUnavailable: preflight: --device 0 asks for CUDA"))
+    new = status_from(job([cond("Failed", "BackoffLimitExceeded")]), [p], make_run_with({}), NOW, STUCK)
+    assert new["reason"] == "DeviceUnavailable" and "exited with code 8" in new["message"]
+
+
 def test_unknown_exit_code_keeps_the_job_reason():
     p = pod("Failed", terminated(139))
     new = status_from(job([cond("Failed", "BackoffLimitExceeded")]), [p], make_run_with({}), NOW, STUCK)

@@ -85,6 +85,33 @@ def test_list_returns_only_objects_under_the_prefix(store):
     assert store.list("nothing/") == []
 
 
+def test_list_with_a_prefix_ending_inside_a_folder_and_a_limit(store):
+    for name in (
+        "images/day1/a.jpg",
+        "images/day1/ab.jpg",
+        "images/day10/c.jpg",
+        "images/day2/d.jpg",
+        "x.txt",
+    ):
+        store.upload_bytes(b"1", name)
+    assert [i.name for i in store.list("images/day1")] == [
+        "images/day1/a.jpg",
+        "images/day1/ab.jpg",
+        "images/day10/c.jpg",
+    ]
+    assert [i.name for i in store.list("images/day1/a")] == ["images/day1/a.jpg", "images/day1/ab.jpg"]
+    assert len(store.list("images/", limit=1)) == 1 and len(store.list("", limit=2)) == 2
+    assert store.list("nothing/here/") == []
+
+
+def test_deleting_the_last_object_of_a_folder_leaves_no_empty_folder(store):
+    store.upload_bytes(b"1", "preflight/abc")
+    store.upload_bytes(b"1", "models/v1/a")
+    store.delete("preflight/abc")
+    assert not (store.root / "preflight").exists() and store.root.is_dir()
+    assert (store.root / "models" / "v1" / "a").is_file()
+
+
 def test_copy_and_delete(store):
     store.upload_bytes(b"data", "src")
     store.copy("src", "dst/copy")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import random
 
 import pytest
-from PIL import Image
 
 from tests.fixtures.data import make_sample
 from trainer.labels import (
@@ -14,9 +12,9 @@ from trainer.labels import (
     MAX_LABEL_BYTES,
     BadSample,
     Box,
-    check_image,
     parse_label_file,
     parse_label_line,
+    read_label,
 )
 
 
@@ -36,8 +34,12 @@ def test_a_good_label_line_parses_into_a_box():
         pytest.param("0 0.5 0.5 0.1 -inf", id="minus-inf"),
         pytest.param("0 0.5 0.5", id="3-fields"),
         pytest.param("0 0.5 0.5 0.1 0.1 0.9", id="6-fields"),
-        pytest.param("0 1.01 0.5 0.1 0.1", id="x-above-1"),
-        pytest.param("0 0.5 -0.01 0.1 0.1", id="y-below-0"),
+        pytest.param("0 1.0101 0.5 0.1 0.1", id="x-above-1.01"),
+        pytest.param("0 0.5 -0.0101 0.1 0.1", id="y-below-minus-0.01"),
+        pytest.param("0 0.5 0.5 -0.1 0.1", id="negative-width"),
+        pytest.param("0 0.5 0.5 0.0000004 0.1", id="width-0-in-six-decimals"),
+        pytest.param("5.5 0.5 0.5 0.1 0.1", id="class-5.5"),
+        pytest.param("nan 0.5 0.5 0.1 0.1", id="nan-class"),
         pytest.param("0 0.5 0.5 1.5 0.1", id="w-above-1"),
         pytest.param("0 0.5 0.5 0 0.1", id="zero-width"),
         pytest.param("0 0.5 0.5 0.1 0", id="zero-height"),
@@ -104,40 +106,72 @@ def test_the_generated_sample_labels_parse():
         assert [b.cls for b in parse_label_file(s.label.encode())] == list(s.classes)
 
 
-def encode(fmt: str, size=(32, 32)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, (10, 120, 200)).save(buf, format=fmt)
-    return buf.getvalue()
+# Ultralytics' rules (ultralytics/data/utils.py:verify_image_label), which the trainer applies first.
+@pytest.mark.parametrize(
+    "line, box",
+    [
+        pytest.param("5.0 0.5 0.5 0.1 0.1", Box(5, 0.5, 0.5, 0.1, 0.1), id="class-5.0-is-5"),
+        pytest.param("0 1.01 0.5 0.1 0.1", Box(0, 1.01, 0.5, 0.1, 0.1), id="x-1.01-within-tolerance"),
+        pytest.param("0 0.5 -0.01 0.1 0.1", Box(0, 0.5, -0.01, 0.1, 0.1), id="y-minus-0.01-within-tolerance"),
+        pytest.param("1 5e-1 0.5 1e-1 0.1", Box(1, 0.5, 0.5, 0.1, 0.1), id="exponent-notation"),
+    ],
+)
+def test_lines_ultralytics_accepts_are_accepted(line, box):
+    assert parse_label_line(line) == box
 
 
-def test_a_good_jpeg_passes_with_the_jpg_suffix():
-    assert check_image(make_sample(1).image) == ".jpg"
+def test_a_label_with_a_utf8_byte_order_mark_is_a_valid_label():
+    # Ultralytics reads labels as utf-8-sig; the mark is not part of the first class id.
+    label = read_label("\ufeff5 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n".encode())
+    assert [b.cls for b in label.boxes] == [5, 1]
 
 
-def test_a_good_png_passes_with_the_png_suffix():
-    assert check_image(encode("PNG")) == ".png"
+def test_identical_rows_are_removed_and_counted_as_ultralytics_does():
+    data = b"0 0.5 0.5 0.1 0.1\n0 0.50 0.5 0.1 0.10\n1 0.5 0.5 0.1 0.1\n0 0.5 0.5 0.1 0.1\n"
+    label = read_label(data)
+    assert [b.line() for b in label.boxes] == [
+        "0 0.500000 0.500000 0.100000 0.100000",
+        "1 0.500000 0.500000 0.100000 0.100000",
+    ]
+    assert label.duplicates_removed == 2
+
+
+def test_rows_that_differ_only_beyond_six_decimals_are_duplicates_once_written():
+    label = read_label(b"0 0.1234561 0.5 0.1 0.1\n0 0.1234564 0.5 0.1 0.1\n")
+    assert len(label.boxes) == 1 and label.duplicates_removed == 1
+
+
+def test_polygon_rows_train_as_their_enclosing_boxes():
+    label = read_label(b"2 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n3 0.2 0.2 0.4 0.2 0.3 0.4\n")
+    assert label.boxes == (Box(2, 0.3, 0.4, 0.4, 0.4), Box(3, 0.3, 0.3, 0.2, 0.2))
+    assert label.segments_as_boxes == 2
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(b"", id="zero-bytes"),
-        pytest.param(random.Random(0).randbytes(4096), id="random-bytes"),
+        pytest.param(b"2 0.1 0.2 0.5 0.2 0.5 0.6\n1 0.5 0.5 0.1 0.1\n", id="polygons-mixed-with-boxes"),
+        pytest.param(b"2 0.1 0.2 0.5 0.2 0.5 0.6 0.7\n", id="odd-coordinate-count"),
         pytest.param(
-            make_sample(2, size=160).image[: len(make_sample(2, size=160).image) // 2], id="half-jpeg"
+            b"2 0.1 0.2 0.5 0.2 0.5 0.6\n2 0.1 0.2 0.5 0.2 0.5\n", id="a-6-field-row-among-polygons"
         ),
-        pytest.param(encode("JPEG", (4, 4)), id="4x4-jpeg"),
-        pytest.param(encode("PNG", (4, 4)), id="4x4-png"),
-        pytest.param(encode("GIF"), id="unsupported-gif"),
-        pytest.param(encode("PNG")[:60], id="truncated-png"),
+        pytest.param(b"2 0.1 0.2 1.5 0.2 0.5 0.6\n", id="polygon-point-outside"),
     ],
 )
-def test_a_broken_or_unusable_image_fails_as_bad_image(data):
+def test_polygon_files_ultralytics_refuses_are_bad_labels(data):
     with pytest.raises(BadSample) as exc:
-        check_image(data)
-    assert exc.value.reason == "bad_image"
+        read_label(data)
+    assert exc.value.reason == "bad_label"
 
 
-def test_a_complete_jpeg_with_trailing_data_after_the_end_marker_passes():
-    data = make_sample(3).image + random.Random(1).randbytes(8192).replace(b"\xff\xd9", b"\x00\x00")
-    assert check_image(data) == ".jpg"
+@pytest.mark.parametrize("data", [b"", b"\n \n", b"\xef\xbb\xbf"], ids=["empty", "blank", "bom-only"])
+def test_an_empty_label_file_is_a_background_only_when_allowed(data):
+    assert read_label(data, allow_empty=True).boxes == ()
+    with pytest.raises(BadSample) as exc:
+        read_label(data)
+    assert exc.value.reason == "empty_label"
+
+
+def test_a_non_utf8_label_names_the_byte():
+    with pytest.raises(BadSample, match="not UTF-8 text \\(byte 18\\)"):
+        read_label(b"0 0.5 0.5 0.1 0.1\n\xff")

@@ -30,7 +30,9 @@ def reg(db_path):
     db.close()
 
 
-def register(reg: Registry, number: int, run_id: str, *, cutoff=None, report=None, samples=()) -> None:
+def register(
+    reg: Registry, number: int, run_id: str, *, cutoff=None, report=None, samples=(), locations=None
+) -> None:
     reg.register(
         number=number,
         run_id=run_id,
@@ -44,6 +46,7 @@ def register(reg: Registry, number: int, run_id: str, *, cutoff=None, report=Non
         data_cutoff=cutoff,
         report=report or {"status": "Succeeded"},
         samples=samples,
+        locations=locations,
     )
 
 
@@ -235,6 +238,38 @@ def test_replay_pool_holds_train_samples_of_succeeded_inference_runs(reg):
     reg.start_run("r2", "inferences")
     reg.fail_run("r2", "TrainingError", "x", {})
     assert reg.replay_pool() == [("a", [0, 5]), ("c", [])]
+
+
+def test_dataset_samples_say_where_each_earlier_dataset_sample_lives(reg):
+    from trainer.registry import SampleLocation
+
+    a, b = "/data/a/images/train/x", "/data/a/images/val/y"
+    reg.start_run("ds1", "dataset")
+    reg.reserve_version("ds1", None)
+    register(
+        reg,
+        1,
+        "ds1",
+        samples=[(a, "train", False, [5]), (b, "val", False, [0, 2])],
+        locations={
+            a: SampleLocation("/data/a", "images/train/x.jpg", "labels/train/x.txt"),
+            b: SampleLocation("/data/a", "images/val/y.png", "labels/val/y.txt"),
+        },
+    )
+    # An inference run's samples and a failed dataset run's are not a dataset's history.
+    reg.start_run("inf", "inferences")
+    reg.reserve_version("inf", None)
+    register(reg, 2, "inf", samples=[("42", "train", False, [1])])
+    reg.start_run("ds2", "dataset")
+    reg.fail_run("ds2", "TrainingError", "x", {})
+
+    assert reg.dataset_samples("train") == {
+        a: SampleLocation("/data/a", "images/train/x.jpg", "labels/train/x.txt", (5,))
+    }
+    assert reg.dataset_samples("val") == {
+        b: SampleLocation("/data/a", "images/val/y.png", "labels/val/y.txt", (0, 2))
+    }
+    assert reg.replay_pool() == [("42", [1])]
 
 
 def test_sql_errors_become_registry_errors(reg):

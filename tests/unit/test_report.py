@@ -126,3 +126,64 @@ def test_logfmt_quotes_values_with_spaces_and_formats_floats():
         logfmt(step="train", seconds=1.23456, text="a b", empty="")
         == 'step=train seconds=1.235 text="a b" empty=""'
     )
+
+
+def _pc(**ap50: float) -> dict:
+    return {name: {"ap50": v} for name, v in ap50.items()}
+
+
+def decided(outcome: str, reason: str, *, champion: bool = True, mode: str = "gate") -> RunReport:
+    r = full_report()
+    r.metrics = {"map50": 0.724, "per_class": _pc(Plastic=0.92, Glass=0.88, Metal=0.5)}
+    r.champion = {"version": "v1", "map50": 0.612, "per_class": _pc(Plastic=0.3, Glass=0.9, Metal=0.5)}
+    if not champion:
+        r.champion, r.selection = None, {"history_val": 0}
+    r.model = {"version": "v2"}
+    r.data = {"val": 48}
+    r.promotion = {
+        "promoted": outcome == "promoted",
+        "outcome": outcome,
+        "mode": mode,
+        "reason": reason,
+        "latest": "v2" if outcome == "promoted" else "v1",
+    }
+    return r
+
+
+def test_decision_line_of_a_promotion_gives_both_figures_on_the_same_images_and_each_class_change():
+    line = decided("promoted", "mAP50 0.7240 vs deployed 0.6120: not worse within 0.02").decision_line()
+    assert line == (
+        "decision: promoted v2 over v1: mAP50 0.612 -> 0.724 on the same 48 validation images "
+        "(30 from earlier runs); AP50 per class: Plastic +0.62, Glass -0.02, others within 0.01"
+    )
+
+
+def test_decision_line_of_a_refusal_says_what_stays_latest_and_why():
+    line = decided("refused", "class AP50 dropped by more than 0.15: Plastic 0.900->0.200").decision_line()
+    assert line.startswith("decision: refused v2, v1 stays latest: class AP50 dropped by more than 0.15: ")
+    assert "mAP50 0.612 -> 0.724 on the same 48 validation images" in line
+    assert line.endswith("Plastic +0.62, Glass -0.02, others within 0.01") and "\n" not in line
+
+
+def test_decision_line_of_the_first_version_and_of_a_forced_or_skipped_promotion():
+    first = decided("promoted", "first version: nothing deployed to compare with", champion=False)
+    assert first.decision_line() == (
+        "decision: promoted v2: first version: nothing deployed to compare with; mAP50 0.724 on 48 "
+        "validation images"
+    )
+    forced = decided("promoted", "promotion forced by request (--promotion force)", mode="force")
+    assert forced.decision_line().startswith(
+        "decision: promoted v2 over v1: promotion forced by request (--promotion force); mAP50 0.612 -> 0.724"
+    )
+    skipped = decided("skipped", "promotion skipped by request (--promotion skip)", mode="skip")
+    assert skipped.decision_line().startswith("decision: v2 not promoted, latest is v1: promotion skipped")
+
+
+def test_class_changes_lists_the_largest_first_and_says_when_nothing_moved():
+    from trainer.report import class_changes
+
+    same = {"per_class": _pc(Glass=0.5)}
+    assert class_changes(same, same) == "AP50 per class: every class within 0.01"
+    assert class_changes({"per_class": _pc(Glass=0.5)}, {"per_class": _pc(Glass=0.2, Paper=0.4)}) == (
+        "AP50 per class: Paper +0.40, Glass -0.30"
+    )

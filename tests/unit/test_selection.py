@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trainer.selection import Record, assign_splits, sample_replay, select, split_of
+from trainer.selection import Record, assign_splits, fill, sample_replay, select, split_of
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -90,29 +90,33 @@ def test_split_of_roughly_honours_the_train_fraction_over_10000_ids(fraction):
     assert abs(train / 10_000 - fraction) <= 0.02
 
 
+def hints(records) -> dict[str, str | None]:
+    return {r.id: r.split_hint for r in records}
+
+
 def test_assign_splits_keeps_a_datasets_own_split_hint():
     records = [rec(i, hint="val" if i % 2 else "train") for i in range(20)]
-    splits = assign_splits(records, 0.8)
+    splits = assign_splits(hints(records), 0.8)
     assert splits == {r.id: r.split_hint for r in records}
 
 
 def test_assign_splits_without_hints_uses_the_stable_hash():
     records = [rec(f"x{i}") for i in range(50)]
-    splits = assign_splits(records, 0.8)
+    splits = assign_splits(hints(records), 0.8)
     assert {k: v for k, v in splits.items()} == {r.id: split_of(r.id, 0.8) for r in records}
 
 
 @pytest.mark.parametrize("fraction", [0.01, 0.99])
 @pytest.mark.parametrize("n", [2, 3, 10])
 def test_assign_splits_guarantees_one_val_and_one_train_sample_for_two_or_more(n, fraction):
-    splits = assign_splits([rec(f"s{i}") for i in range(n)], fraction)
+    splits = assign_splits(hints([rec(f"s{i}") for i in range(n)]), fraction)
     assert len(splits) == n
     assert "val" in splits.values()
     assert "train" in splits.values()
 
 
 def test_assign_splits_with_every_hint_train_still_validates_on_one_sample():
-    splits = assign_splits([rec(i, hint="train") for i in range(5)], 0.8)
+    splits = assign_splits(hints([rec(i, hint="train") for i in range(5)]), 0.8)
     assert list(splits.values()).count("val") == 1
 
 
@@ -121,13 +125,13 @@ def test_assign_splits_never_moves_a_held_out_record_into_training():
     ones stay validation images (else the challenger would be scored on what it trained on)."""
     new = [rec(f"n{i}") for i in range(200) if split_of(f"n{i}", 0.5) == "val"][:3]
     held_out = [rec(f"h{i}", hint="val") for i in range(5)]
-    splits = assign_splits(new + held_out, 0.5)
+    splits = assign_splits(hints(new + held_out), 0.5)
     assert all(splits[r.id] == "val" for r in held_out)
     assert [r.id for r in new if splits[r.id] == "train"] != []
 
 
 def test_assign_splits_of_a_single_record_does_not_invent_a_val_sample():
-    assert len(assign_splits([rec("only")], 0.8)) == 1
+    assert len(assign_splits(hints([rec("only")]), 0.8)) == 1
 
 
 def pool_of(n_common=100, rare_class=5):
@@ -169,3 +173,36 @@ def test_sample_replay_represents_a_rare_class():
 def test_sample_replay_of_an_empty_pool_is_empty():
     assert sample_replay([], 5, seed=0, exclude=set()) == []
     assert sample_replay([("a", [1])], 5, seed=0, exclude={"a"}) == []
+
+
+def fetch_from(alive: set[str], calls: list[list[str]]):
+    def fetch(ids: list[str]) -> list[Record]:
+        calls.append(ids)
+        return [rec(i) for i in sorted(ids) if i in alive]  # any order, as a query returns them
+
+    return fetch
+
+
+def test_fill_replaces_records_gone_since_sampling_until_the_count_asked_for():
+    order = [f"p{i}" for i in range(10)]
+    alive = set(order) - {"p0", "p2", "p3"}  # re-reviewed as rejected since they were trained on
+    got = fill(order, 5, fetch_from(alive, []))
+    assert [r.id for r in got] == ["p1", "p4", "p5", "p6", "p7"]
+
+
+def test_fill_stops_when_the_pool_is_exhausted():
+    order = [f"p{i}" for i in range(6)]
+    got = fill(order, 5, fetch_from({"p1", "p5"}, []))
+    assert [r.id for r in got] == ["p1", "p5"]
+
+
+def test_fill_fetches_in_batches_not_one_query_per_id():
+    order = [f"p{i}" for i in range(5000)]
+    calls: list[list[str]] = []
+    got = fill(order, 1000, fetch_from({i for n, i in enumerate(order) if n % 2}, calls))
+    assert len(got) == 1000 and len(calls) <= 4
+
+
+def test_fill_of_nothing_asks_nothing():
+    calls: list[list[str]] = []
+    assert fill(["a"], 0, fetch_from({"a"}, calls)) == [] and calls == []

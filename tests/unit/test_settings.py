@@ -51,7 +51,22 @@ DATASET = "gs://datasets/waste"
         pytest.param(["--dataset", DATASET, "--promotion", "maybe"], {}, ["--promotion"], id="promotion"),
         pytest.param(["--dataset", DATASET, "--replay-ratio", "11"], {}, ["--replay-ratio"], id="replay-11"),
         pytest.param(
+            ["--dataset", DATASET, "--background-share", "1"], {}, ["--background-share"], id="background-1"
+        ),
+        pytest.param(
+            ["--dataset", DATASET, "--background-share", "-0.1"],
+            {},
+            ["--background-share"],
+            id="background-neg",
+        ),
+        pytest.param(
             ["--dataset", DATASET, "--only-verified"], {}, ["--only-verified"], id="verified-dataset"
+        ),
+        pytest.param(
+            ["--from-inferences", "--incremental"],
+            {"DATABASE_URL": PG},
+            ["--incremental", "--dataset"],
+            id="incremental-inferences",
         ),
         pytest.param(["--from-inferences"], {}, ["DATABASE_URL"], id="inferences-no-db"),
         pytest.param(

@@ -62,6 +62,7 @@ class Kubelet:
         self._api = control_plane.api_client()
         self.core = client.CoreV1Api(self._api)
         self._workers: dict[str, PodWorker] = {}  # by Pod uid
+        self._runtimes: dict[str, Runtime] = {}  # by namespace, where it is not `runtime`
         self._sims: list[list[Any]] = []  # [namespace or None, match, kind, remaining or None]
         self._lock = threading.Lock()
         self._watch: Any = None
@@ -97,6 +98,18 @@ class Kubelet:
         self._api.close()
 
     # -- for tests -------------------------------------------------------------------------------------
+    def use_runtime(self, namespace: str, runtime: Runtime | None) -> None:
+        """Run the Pods that start in `namespace` from now on through `runtime` (None: the default one).
+        Pods already running keep theirs."""
+        # No lock: single dict operations are atomic, and runtime_for runs under self._lock (_dispatch).
+        if runtime is None:
+            self._runtimes.pop(namespace, None)
+        else:
+            self._runtimes[namespace] = runtime
+
+    def runtime_for(self, namespace: str) -> Runtime:
+        return self._runtimes.get(namespace, self.runtime)
+
     def simulate(
         self, match: Match, kind: str, times: int | None = None, namespace: str | None = None
     ) -> None:
@@ -269,17 +282,28 @@ class Kubelet:
 
 
 class NamespaceView:
-    """The kubelet as one namespace's tests see it: its containers run from `cwd` with `env` added
-    (process runtime), and simulations stay within the namespace."""
+    """The kubelet as one namespace's tests see it: its containers get `env` added (what the cluster
+    provides, such as the route to the GCS emulator) and run from `cwd` (process runtime) or through
+    `runtime` (e.g. `PodmanRuntime`: the real images) instead of the kubelet's default; simulations stay
+    within the namespace."""
 
     def __init__(
-        self, kubelet: Kubelet, namespace: str, cwd: Path | None = None, env: dict[str, str] | None = None
+        self,
+        kubelet: Kubelet,
+        namespace: str,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.kubelet = kubelet
         self.namespace = namespace
         self._errors_before = len(kubelet.errors)
-        if isinstance(kubelet.runtime, ProcessRuntime):
-            kubelet.runtime.configure(namespace, cwd, env)
+        if runtime is not None:
+            kubelet.use_runtime(namespace, runtime)
+        self.runtime = kubelet.runtime_for(namespace)
+        configure = getattr(self.runtime, "configure", None)
+        if configure is not None:
+            configure(namespace, cwd, env)
 
     def simulate(self, match: Match, kind: str, times: int | None = None) -> None:
         self.kubelet.simulate(match, kind, times, namespace=self.namespace)
@@ -295,8 +319,10 @@ class NamespaceView:
 
     def close(self) -> None:
         self.kubelet.clear_simulations(self.namespace)
-        if isinstance(self.kubelet.runtime, ProcessRuntime):
-            self.kubelet.runtime.forget(self.namespace)
+        forget = getattr(self.runtime, "forget", None)
+        if forget is not None:
+            forget(self.namespace)
+        self.kubelet.use_runtime(self.namespace, None)
         errors = self.kubelet.errors[self._errors_before :]
         if errors:
             raise RuntimeError("process kubelet errors:\n" + "\n".join(errors))

@@ -9,8 +9,8 @@ does, it approximates: container paths under a mount (the termination message fi
 ServiceAccount token) are rewritten to their host folders wherever they appear in the environment or the
 arguments; the ServiceAccount token is handed over as $KUBECONFIG (the Kubernetes client's in-cluster
 config reads fixed paths under /var/run); `python` is the test interpreter; the process runs as the
-kubelet's user (securityContext is resolved, not enforced); no resource limits. A runtime that runs the
-real image (podman) takes the same spec and mounts instead of rewriting.
+kubelet's user (securityContext is resolved, not enforced); no resource limits. The podman runtime
+(`podman_runtime.py`) runs the real image from the same spec and mounts instead of rewriting.
 """
 
 from __future__ import annotations

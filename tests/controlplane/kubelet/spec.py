@@ -59,6 +59,12 @@ class ContainerSpec:
     security: Security
     log_path: Path
     limits: dict[str, str] = field(default_factory=dict)
+    # For a runtime that maps the Pod itself (the podman runtime, through tests/images/podman_args): the Pod
+    # as the API returned it, its volumes' host folders by volume name, its folder, the restart count.
+    pod_object: Obj = field(default_factory=dict)
+    volume_dirs: dict[str, Path] = field(default_factory=dict)
+    pod_dir: Path | None = None
+    restarts: int = 0
 
 
 def expand(value: str, env: dict[str, str]) -> str:

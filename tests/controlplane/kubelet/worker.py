@@ -48,6 +48,7 @@ class PodWorker(threading.Thread):
         self.uid: str = meta["uid"]
         self.dir = kubelet.root / "pods" / f"{self.namespace}_{self.name}_{self.uid}"
         self.container: Obj = pod["spec"]["containers"][0]
+        self.runtime = kubelet.runtime_for(self.namespace)  # chosen once: a Pod keeps its runtime
         self.handle: Container | None = None
         self.restarts = 0
         self.last_state: Obj = {}
@@ -112,7 +113,7 @@ class PodWorker(threading.Thread):
         if fault in ("ImagePullBackOff", "ErrImagePull"):
             self._failing_pulls(c.get("image", ""))
         volumes = self._volumes()
-        self.image_id = self.kubelet.runtime.image_id(c.get("image", ""))
+        self.image_id = self.runtime.image_id(c.get("image", ""))
         backoff, max_backoff = self.kubelet.restart_backoff
         while True:
             self.handle = handle = self._start(volumes)
@@ -133,7 +134,9 @@ class PodWorker(threading.Thread):
                 term = st.terminated(code, "OOMKilled", started, cid=handle.id)
             else:
                 code = self._wait(handle)
-                term = st.terminated(code, st.exit_reason(code), started, self._message(code), handle.id)
+                # A runtime that enforces memory limits (podman) says whether the kernel OOM-killed it.
+                reason = "OOMKilled" if getattr(handle, "oom_killed", False) else st.exit_reason(code)
+                term = st.terminated(code, reason, started, self._message(code), handle.id)
             policy = pod["spec"].get("restartPolicy", "Always")
             if policy == "Always" or (policy == "OnFailure" and code != 0):
                 self.last_state = term
@@ -212,11 +215,15 @@ class PodWorker(threading.Thread):
             security=specs.security(self.pod, c),
             log_path=self.log_path(c["name"]) or self.dir / "log",
             limits=dict((c.get("resources") or {}).get("limits") or {}),
+            pod_object=self.pod,
+            volume_dirs=volumes,
+            pod_dir=self.dir,
+            restarts=self.restarts,
         )
         while True:
             self._check()
             try:
-                return self.kubelet.runtime.start(spec)
+                return self.runtime.start(spec)
             except CreateContainerError as e:
                 self._write(
                     "Pending" if not self.restarts else "Running", st.waiting("CreateContainerError", str(e))

@@ -32,6 +32,7 @@ EXIT_CODES = {
     "RegistryError": 5,
     "ModelUnavailable": 6,
     "TrainingError": 7,
+    "DeviceUnavailable": 8,
 }
 
 
