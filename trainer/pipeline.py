@@ -482,6 +482,7 @@ class Job:
             self.models.download(ckpt, last)
             model = yolo.load_model(last)
             r.training["resumed_from_epoch"] = _checkpoint_epoch(last)
+            self.reporter.resumed_from_epoch = r.training["resumed_from_epoch"]
         else:
             model = yolo.load_model(base)
         from trainer.hooks import HookConfig

@@ -32,6 +32,8 @@ class StatusReporter:
         self._latest: tuple[str, int, int, float | None] | None = None
         self._warned = False
         self._foreign = False  # our run was deleted and another one has its name: never write into it
+        # The epoch of the checkpoint this attempt resumed from (a preempted or retried Job), else None.
+        self.resumed_from_epoch: int | None = None
         if name:
             self._api = self._connect()
 
@@ -111,6 +113,8 @@ class StatusReporter:
             "epochs": epochs,
             "text": text,
             "updatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            # Every patch says it (null for a fresh start): an earlier attempt's value never lingers.
+            "resumedFromEpoch": self.resumed_from_epoch,
         }
         if best_map50 is not None:
             progress["bestMAP50"] = round(float(best_map50), 4)

@@ -32,6 +32,8 @@ ENV_HELP: tuple[tuple[str, str, str], ...] = (
     ("RESTART_ATTEMPTS", "restart_attempts", "how many times a refused restart is tried again"),
     ("TRAINER_IMAGE_PREFIXES", "image_prefixes", "comma-separated prefixes spec.image may start with"),
     ("LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR (DEBUG adds kopf's per-event lines)"),
+    ("DEFAULT_QUEUE_NAME", "default_queue_name", "Kueue LocalQueue of runs that name none"),
+    ("KUEUE_WORKLOADS", "watch_workloads", '"watch": follow Kueue\'s Workloads (needs their RBAC)'),
 )
 
 
@@ -86,6 +88,11 @@ class OperatorConfig:
     image_prefixes: tuple[str, ...] = ()
     # The operator's own lines (one per decision); DEBUG also shows kopf's per-event lines.
     log_level: str = "INFO"
+    # Kueue's LocalQueue for runs without spec.queueName; None: such runs go straight to the scheduler.
+    default_queue_name: str | None = None
+    # Watch Kueue's Workloads (KUEUE_WORKLOADS=watch): queued runs follow admission and preemption at once,
+    # not at the next resync. Needs the Workload RBAC of manifests/components/kueue.
+    watch_workloads: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -144,10 +151,34 @@ class OperatorConfig:
             restart_retry_seconds=number("RESTART_RETRY_SECONDS", cls.restart_retry_seconds),
             restart_attempts=int(number("RESTART_ATTEMPTS", cls.restart_attempts)),
             log_level=log_level,
+            default_queue_name=queue_setting(env.get("DEFAULT_QUEUE_NAME", "")),
+            watch_workloads=watch_workloads(env),
             image_prefixes=tuple(
                 p.strip() for p in env.get("TRAINER_IMAGE_PREFIXES", "").split(",") if p.strip()
             ),
         )
+
+
+def watch_workloads(env: Mapping[str, str] | None = None) -> bool:
+    """KUEUE_WORKLOADS: "watch" to follow Kueue's Workloads, empty (the default) to leave them alone."""
+    env = os.environ if env is None else env
+    raw = env.get("KUEUE_WORKLOADS", "").strip().lower()
+    if raw not in ("", "watch"):
+        raise ConfigError(f'KUEUE_WORKLOADS={raw!r} is not "watch" or empty')
+    return raw == "watch"
+
+
+def queue_setting(raw: str) -> str | None:
+    """DEFAULT_QUEUE_NAME: empty for none, else a LocalQueue name (a DNS label, as Kueue's label value)."""
+    value = raw.strip()
+    if not value:
+        return None
+    if len(value) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+        raise ConfigError(
+            f"DEFAULT_QUEUE_NAME={value!r} is not a LocalQueue name (lower-case letters, digits and '-', "
+            "at most 63 characters)"
+        )
+    return value
 
 
 def image_allowed(image: str | None, config: OperatorConfig) -> bool:

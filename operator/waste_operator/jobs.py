@@ -8,6 +8,7 @@ from typing import Any
 
 from . import API_VERSION, GROUP, KIND, MANAGED_BY, RUN_LABEL
 from .config import OperatorConfig, quantity
+from .queueing import PRIORITY_LABEL, QUEUE_LABEL, queue_name
 
 # The trainer's defaults (docs/CONTRACTS.md); the CRD's schema defaults must equal these.
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -255,7 +256,17 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
         pod_spec["tolerations"] = tolerations
     if spec.get("nodeSelector"):
         pod_spec["nodeSelector"] = dict(spec["nodeSelector"])
-    if spec.get("priorityClassName"):
+    queue = queue_name(run, config.default_queue_name)
+    job_labels = dict(labels)
+    if queue:
+        # Kueue admits the Job (it unsuspends it) when its ClusterQueue has quota; without Kueue's mutating
+        # webhook nothing else would suspend it, so it is created suspended.
+        job_labels[QUEUE_LABEL] = queue
+        if spec.get("priorityClassName"):
+            # A WorkloadPriorityClass: Kueue orders and preempts by it. Not also the Pod's priority, or the
+            # scheduler would preempt on its own, behind Kueue's back.
+            job_labels[PRIORITY_LABEL] = spec["priorityClassName"]
+    elif spec.get("priorityClassName"):
         pod_spec["priorityClassName"] = spec["priorityClassName"]
 
     job_spec: dict[str, Any] = {
@@ -264,7 +275,7 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
         "ttlSecondsAfterFinished": spec.get(
             "ttlSecondsAfterFinished", JOB_DEFAULTS["ttlSecondsAfterFinished"]
         ),
-        "suspend": bool(spec.get("suspend", False)),
+        "suspend": bool(queue) or bool(spec.get("suspend", False)),
         "podFailurePolicy": {
             "rules": [
                 {
@@ -287,7 +298,7 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
         "metadata": {
             "name": job_name(run),
             "namespace": meta["namespace"],
-            "labels": labels,
+            "labels": job_labels,
             "annotations": {f"{GROUP}/trainingrun-uid": meta["uid"]},
             "ownerReferences": [owner_reference(run)],
         },

@@ -13,6 +13,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from . import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .queueing import JOB_UID_LABEL, KUEUE_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION
 
 SCHEDULE_PLURAL = "trainingschedules"
 
@@ -151,6 +152,32 @@ class Kube:
             _preload_content=False,
         )
         return self._json(patched)
+
+    def get_workload(self, namespace: str, job_uid: str) -> dict | None:
+        """Kueue's Workload of a Job (Kueue labels it with the Job's uid), or None while there is none."""
+        found = self.custom.list_namespaced_custom_object(
+            KUEUE_GROUP,
+            WORKLOAD_VERSION,
+            namespace,
+            WORKLOAD_PLURAL,
+            label_selector=f"{JOB_UID_LABEL}={job_uid}",
+            _request_timeout=TIMEOUT,
+        )
+        items = [w for w in found.get("items") or [] if not w["metadata"].get("deletionTimestamp")]
+        return max(items, key=lambda w: w["metadata"].get("creationTimestamp") or "") if items else None
+
+    def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        """Kueue's way to take a Workload out of its queue (false) and put it back (true)."""
+        self.custom.patch_namespaced_custom_object(
+            KUEUE_GROUP,
+            WORKLOAD_VERSION,
+            namespace,
+            WORKLOAD_PLURAL,
+            name,
+            {"spec": {"active": active}},
+            _content_type=MERGE_PATCH,
+            _request_timeout=TIMEOUT,
+        )
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -10,8 +10,9 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from . import GROUP, MANAGED_BY, PLURAL, RUN_LABEL, VERSION
-from .config import OperatorConfig
+from .config import OperatorConfig, watch_workloads
 from .kube import Kube
+from .queueing import KUEUE_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION
 from .reconcile import Context, reconcile, refresh_columns, resync
 from .samples import SampleCounter
 from .schedule import SCHEDULE_LABEL, SCHEDULE_PLURAL
@@ -161,6 +162,33 @@ def child_changed(
         return  # a Job or Pod just made, with nothing to report yet (the operator's own create)
     if run:
         _reconcile(memo, namespace, run, job=dict(body) if body.get("kind") == "Job" else None)
+
+
+def workload_changed(namespace: str, type: str | None, body: kopf.Body, memo: kopf.Memo, **_) -> None:
+    """Kueue admitted, preempted or re-queued a Workload: the run of the Job it belongs to follows.
+
+    Kueue writes the Workload, not the Job, while a Job waits (its reason) or is being preempted, so a watch
+    on Jobs alone would see these only at the next resync."""
+    if type is None or type == "DELETED":
+        return  # the initial listing: the runs' own listing covers it
+    owners = [
+        ref["name"]
+        for ref in body["metadata"].get("ownerReferences") or []
+        if ref.get("kind") == "Job" and ref.get("apiVersion") == "batch/v1"
+    ]
+    for job_name in owners:
+        job = memo.ctx.kube.get_job(namespace, job_name)
+        labels = ((job or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get("app.kubernetes.io/managed-by") == MANAGED_BY and labels.get(RUN_LABEL):
+            # The pass reads the Job again under the run's lock: this copy may be older than what a pass
+            # for the Job's own event (Kueue unsuspending it) has seen meanwhile.
+            _reconcile(memo, namespace, labels[RUN_LABEL])
+
+
+# Registered only where the operator may read Workloads (manifests/components/kueue): a watch it may not
+# make would fail and retry for ever.
+if watch_workloads():
+    kopf.on.event(KUEUE_GROUP, WORKLOAD_VERSION, WORKLOAD_PLURAL)(workload_changed)
 
 
 @kopf.on.probe(id="runs")

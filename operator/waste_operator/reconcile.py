@@ -20,6 +20,7 @@ from .config import OperatorConfig, image_allowed
 from .failpoints import crash_point
 from .jobs import build_job, is_owned_by
 from .kube import Kube
+from .queueing import active, job_queue, queue_events, queue_name
 from .rollout import (
     restart_deployment,
     restart_due,
@@ -162,7 +163,11 @@ def _reconcile(
         message = f"spec.image {image} is not an allowed trainer image ({allowed}; TRAINER_IMAGE_PREFIXES)"
         _write(ctx, run, _failed(run, "ImageNotAllowed", message, ctx.clock()), rlog)
         return
-    if not status.get("jobName"):
+    queue = queue_name(run, ctx.config.default_queue_name)
+    if not status.get("jobName") and queue and (run.get("spec") or {}).get("suspend"):
+        # A queued run enters its queue when it is resumed: Kueue would admit (unsuspend) a Job created now.
+        job = None
+    elif not status.get("jobName"):
         # Never recorded (status.jobName is written right after creation): create it now, or find the one
         # an earlier pass created before it could record it (409). A Job that existed and is gone is not
         # recreated: status_from ends the run instead.
@@ -178,25 +183,57 @@ def _reconcile(
     if job is not None and not is_owned_by(job, run):
         _write(ctx, run, _conflict(run, job, ctx.clock()), rlog)
         return
+    workload, workload_problem = None, None
+    if job is not None and job_queue(job):
+        workload, workload_problem = _workload(ctx, namespace, job)
     if job is not None and not _finished(job):
         wanted = bool((run.get("spec") or {}).get("suspend"))
-        if bool((job.get("spec") or {}).get("suspend")) != wanted:
+        if job_queue(job):
+            # Kueue owns this Job's spec.suspend (it would undo any change): the run's suspend takes the
+            # Workload out of the queue instead, and Kueue stops or starts the Job.
+            if workload is not None and active(workload) == wanted:
+                ctx.kube.set_workload_active(namespace, workload["metadata"]["name"], not wanted)
+                workload["spec"]["active"] = not wanted
+                rlog.info(
+                    "%s Workload %s", "deactivated" if wanted else "activated", workload["metadata"]["name"]
+                )
+        elif bool((job.get("spec") or {}).get("suspend")) != wanted:
             job = ctx.kube.set_job_suspend(namespace, job["metadata"]["name"], wanted)
             rlog.info("%s Job %s", "suspended" if wanted else "resumed", job["metadata"]["name"])
 
     # Pods tell why a Job is stuck or failed; a completed Job whose trainer reported its result needs none.
     done = job is not None and _complete(job) and bool(status.get("result"))
     pods = _job_pods(ctx, namespace, name, job) if job is not None and not created and not done else []
-    new = status_from(job, pods, run, ctx.clock(), ctx.config.stuck_seconds)
+    new = status_from(job, pods, run, ctx.clock(), ctx.config.stuck_seconds, workload, workload_problem)
     if not new:
         return
+    previous_queue = status.get("queue")
     run = _write(ctx, run, new, rlog)
+    if "queue" in new:
+        for event in queue_events(previous_queue, new["queue"]):
+            rlog.info(event[2])
+            ctx.post_event(run, *event)
     if new.get("phase") == Phase.FAILED and job is not None and not _finished(job):
         # Failed while the Job still runs (a Pod stuck unschedulable or unable to pull its image).
         ctx.kube.delete_job(namespace, job["metadata"]["name"])
         rlog.info("deleted Job %s of the failed run", job["metadata"]["name"])
     if new.get("phase") == Phase.SUCCEEDED:
         _after_success(ctx, run, rlog)
+
+
+def _workload(ctx: Context, namespace: str, job: dict) -> tuple[dict | None, str | None]:
+    """Kueue's Workload of a queued Job, or why it cannot be read (no RBAC for it, Kueue not installed)."""
+    try:
+        return ctx.kube.get_workload(namespace, job["metadata"]["uid"]), None
+    except ApiException as error:
+        if error.status == 403:
+            return None, (
+                "the operator may not read Kueue Workloads (HTTP 403): apply the kueue component's RBAC "
+                "(manifests/components/kueue)"
+            )
+        if error.status == 404:
+            return None, "Kueue's Workload API is not installed (HTTP 404): is Kueue installed?"
+        raise
 
 
 def as_datetime(text: str | None) -> datetime | None:
@@ -239,7 +276,12 @@ def _write(ctx: Context, run: dict, new: dict, rlog: RunLog) -> dict:
         rlog.info("phase %s%s%s", phase, f" ({reason})" if reason else "", f": {message}" if message else "")
         if phase == Phase.PENDING and not reason and not old.get("phase"):
             return patched  # a run waiting for its Pod: the JobCreated Event already says so
-        warning = phase == Phase.FAILED or (reason and reason not in ("Suspended", "Completed"))
+        if phase == Phase.QUEUED and reason in ("Preempted", "Admitted"):
+            return patched  # the queue's own Events (queue_events) say so, once
+        queued = phase == Phase.QUEUED and reason != "WorkloadUnreadable"
+        warning = phase == Phase.FAILED or (
+            reason and reason not in ("Suspended", "Completed") and not queued
+        )
         ctx.post_event(run, "Warning" if warning else "Normal", reason or str(phase), message or str(phase))
     return patched
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from .queueing import job_queue, queue_status, waiting
+
 
 class Phase(StrEnum):
     PENDING = "Pending"
@@ -15,6 +17,8 @@ class Phase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    # The Job waits in Kueue's queue (created suspended; Kueue unsuspends it when it admits it).
+    QUEUED = "Queued"
 
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
@@ -22,11 +26,15 @@ TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 TRANSITIONS: dict[Phase | None, frozenset[Phase]] = {
     # A run first seen when its Job already runs or ended (the operator crashed right after creating the
     # Job, or was down all along) goes straight to where the Job is.
-    None: frozenset({Phase.PENDING, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
-    Phase.PENDING: frozenset({Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
+    None: frozenset(
+        {Phase.PENDING, Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}
+    ),
+    Phase.PENDING: frozenset({Phase.QUEUED, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
     # Running -> Pending: the Job retries after a failed Pod and its next Pod waits to start.
-    Phase.RUNNING: frozenset({Phase.PENDING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
-    Phase.SUSPENDED: frozenset({Phase.PENDING, Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED}),
+    # Running -> Queued: Kueue preempted the run; it waits to be admitted again.
+    Phase.RUNNING: frozenset({Phase.PENDING, Phase.QUEUED, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.QUEUED: frozenset({Phase.PENDING, Phase.RUNNING, Phase.SUSPENDED, Phase.SUCCEEDED, Phase.FAILED}),
+    Phase.SUSPENDED: frozenset({Phase.PENDING, Phase.QUEUED, Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED}),
     Phase.SUCCEEDED: frozenset(),
     Phase.FAILED: frozenset(),
 }
@@ -253,10 +261,19 @@ def set_condition(
     return [c for c in conditions if c.get("type") != kind] + [updated]
 
 
-def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, stuck_seconds: float) -> dict:
+def status_from(
+    job: dict | None,
+    pods: list[dict],
+    run: dict,
+    now: datetime,
+    stuck_seconds: float,
+    workload: dict | None = None,
+    workload_problem: str | None = None,
+) -> dict:
     """The operator's part of the run's status (phase, reason, conditions, results...) as a merge patch.
 
-    ``job`` is None when the run's Job does not exist (not created yet, or deleted). A run already in a
+    ``job`` is None when the run's Job does not exist (not created yet, or deleted). ``workload`` is Kueue's
+    Workload of a queued Job (None when Kueue has not made one, or the Job is not queued). A run already in a
     terminal phase keeps its status: the result is {}.
     """
     status = run.get("status") or {}
@@ -287,8 +304,19 @@ def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, st
         phase = Phase.FAILED
         reason, message = failure_of(job, pods, result, spec)
     elif (job.get("spec") or {}).get("suspend"):
-        phase = Phase.SUSPENDED
-        reason, message = "Suspended", "spec.suspend is true"
+        queue = job_queue(job)
+        if spec.get("suspend"):
+            phase = Phase.SUSPENDED
+            reason, message = "Suspended", "spec.suspend is true"
+            if queue:
+                message += f" (its Workload is out of LocalQueue {queue} until the run is resumed)"
+        elif queue:
+            # Kueue holds the Job: its own reason, in its own words.
+            phase = Phase.QUEUED
+            reason, message = waiting(queue, workload, workload_problem)
+        else:
+            phase = Phase.SUSPENDED
+            reason, message = "Suspended", "spec.suspend is true"
     else:
         problem = pod_problem(pods)
         running = any((p.get("status") or {}).get("phase") == "Running" for p in pods)
@@ -323,6 +351,9 @@ def status_from(job: dict | None, pods: list[dict], run: dict, now: datetime, st
             + int(job_status.get("succeeded") or 0)
             + int(job_status.get("active") or 0)
         )
+        queue = job_queue(job)
+        if queue:
+            new["queue"] = queue_status(queue, job, workload, status.get("queue"))
     if result and not status.get("result"):
         new["result"] = {**result, "message": _one_line(result.get("message") or "")}
     if phase in TERMINAL:
@@ -336,7 +367,7 @@ def _conditions(
     conditions: list[dict], phase: Phase, reason: str, message: str, new: dict, run: dict, now: datetime
 ) -> list[dict]:
     gen = run["metadata"].get("generation", 1)
-    progressing = phase in (Phase.PENDING, Phase.RUNNING)
+    progressing = phase in (Phase.PENDING, Phase.RUNNING, Phase.QUEUED)
     conditions = set_condition(
         conditions,
         "Progressing",

@@ -1,5 +1,5 @@
-"""Pytest plugin: the real control plane (`control_plane`), the process kubelet (`kubelet`), fresh
-namespaces.
+"""Pytest plugin: the real control plane (`control_plane`), the process kubelet (`kubelet`), Kueue's
+manager (`kueue`), fresh namespaces.
 
 Loaded from tests/conftest.py. The control plane and the kubelet start lazily, once per session, on the
 first test that asks for them; the binaries are built by build.sh on first use (20-25 min) and cached
@@ -18,12 +18,15 @@ import pytest
 from kubernetes import client
 
 from tests.controlplane.kubelet import Kubelet
+from tests.controlplane.kueue import KueueManager
+from tests.controlplane.kueue import build as build_kueue
 from tests.controlplane.server import ControlPlane, build_binaries
 from tests.controlplane.util import wait_for
 
-__all__ = ["ControlPlane", "Kubelet", "control_plane", "kubelet", "namespace"]
+__all__ = ["ControlPlane", "KueueManager", "Kubelet", "control_plane", "kubelet", "kueue", "namespace"]
 
 _started: list[ControlPlane] = []
+_kueues: list[KueueManager] = []
 
 
 def _interrupt(*_: object) -> None:
@@ -67,6 +70,21 @@ def kubelet(control_plane: ControlPlane) -> Iterator[Kubelet]:
         raise RuntimeError("process kubelet errors:\n" + "\n".join(node.errors))
 
 
+@pytest.fixture(scope="session")
+def kueue(control_plane: ControlPlane) -> Iterator[KueueManager]:
+    """Kueue's real manager (tests/controlplane/kueue) with its CRDs, against the control plane; built by
+    kueue/build.sh on first use (about 4 min) and cached beside the control plane's binaries."""
+    workdir = control_plane.workdir / "kueue"
+    workdir.mkdir(exist_ok=True)
+    manager = KueueManager(control_plane, build_kueue(workdir / "build.log"), workdir)
+    try:
+        manager.start()
+        _kueues.append(manager)
+        yield manager
+    finally:
+        manager.stop()
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test, ready for Pods (its "default" ServiceAccount and root CA ConfigMap exist).
@@ -93,4 +111,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"control plane: started in {cp.start_seconds:.2f} s ({cached}; build.sh took "
             f"{cp.build_seconds:.1f} s; binaries in {cp.bin_dir})"
+        )
+    for manager in _kueues:
+        terminalreporter.write_line(
+            f"kueue: started in {manager.start_seconds:.2f} s (the manager ready {manager.ready_seconds:.2f} s "
+            f"after its spawn, the rest installing its CRDs; {manager.folder})"
         )

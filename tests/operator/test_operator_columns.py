@@ -43,5 +43,5 @@ def test_map50_shows_while_training_is_rounded_and_a_refused_model_says_it_was_n
     # the gate refused the model: registered as v7, not deployed
     assert got["refused"][1:6] == ["Succeeded", "2/2", "0.056", "v7", "false"], table
     assert got["stopped"][1:6] == ["Failed", "1/3", "0.333", "", ""], table
-    assert rows(wide)["HEADER"][-2:] == ["REASON", "JOB"]
-    assert rows(wide)["stopped"][-2] == "DeadlineExceeded", wide
+    assert rows(wide)["HEADER"][-4:] == ["REASON", "JOB", "QUEUE", "PREEMPTED"]
+    assert rows(wide)["stopped"][-4] == "DeadlineExceeded", wide

@@ -164,7 +164,10 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
     assert header.split() == ["NAME", "PHASE", "PROGRESS", "MAP50", "MODEL", "PROMOTED", "AGE"]
     assert row.split()[:6] == ["nightly", "Succeeded", "4/4", "0.4", "v7", "true"], table
     wide = control_plane.kubectl("get", "tr", "-n", ns, "-o", "wide").stdout
-    assert wide.splitlines()[0].split()[-2:] == ["REASON", "JOB"] and status["jobName"] in wide
+    assert (
+        wide.splitlines()[0].split()[-4:] == ["REASON", "JOB", "QUEUE", "PREEMPTED"]
+        and status["jobName"] in wide
+    )
 
     with urllib.request.urlopen(operator.liveness_url, timeout=5) as response:
         assert response.status == 200

@@ -32,6 +32,8 @@ def test_the_operator_and_trainer_service_accounts_have_only_what_they_need(
         operator, "patch", "trainingruns.training.wastedetection.io", "--subresource=status"
     )
     assert can(operator, "patch", "deployments.apps/inference-api")
+    # Kueue's Workloads only with manifests/components/kueue (tests/operator/test_kueue.py).
+    assert not can(operator, "get", "workloads.kueue.x-k8s.io")
     assert not can(operator, "patch", "deployments.apps/some-other-app")
     # The runs of TrainingSchedules: the operator creates them and deletes the ones it owns (Replace,
     # history limits); it never edits a run's spec, and never creates, edits or deletes a schedule.

@@ -9,7 +9,10 @@ annotation `test.waste-detection.io/standin`, a JSON object:
            a traceback, no result) | "hang" (reports one epoch, then sleeps until killed)
   epochDelay: seconds per epoch (default 0.2); promoted: bool (default true); map50: the final model's
   mAP50 (default: the best epoch's);
-  reportStatus: write status.result (default true; false leaves only the termination message).
+  reportStatus: write status.result (default true; false leaves only the termination message);
+  checkpointDir: a folder that outlives the Pod (the real trainer's models bucket): after each epoch but the
+  last, the epoch is written to <dir>/<run uid>.json, and a later attempt resumes after it, reporting
+  status.progress.resumedFromEpoch as the real trainer does.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kubernetes import client, config
 
@@ -90,11 +94,35 @@ class Status:
         )
 
 
-def progress(epoch: int, epochs: int, best: float, stage: str) -> dict:
+def progress(epoch: int, epochs: int, best: float, stage: str, resumed: int | None = None) -> dict:
     text = f"{epoch}/{epochs}" if stage in ("Training", "Done") else stage
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"progress": {"epoch": epoch, "epochs": epochs, "bestMAP50": best, "stage": stage, "text": text,
-                         "updatedAt": now}}  # fmt: skip
+                         "updatedAt": now, "resumedFromEpoch": resumed}}  # fmt: skip
+
+
+class Checkpoint:
+    """The run's last epoch in a folder that outlives its Pods, keyed by the run's uid (as the real trainer
+    keys checkpoints/<uid>/last.pt in the models bucket)."""
+
+    def __init__(self, folder: str | None, uid: str) -> None:
+        self.path = Path(folder) / f"{uid}.json" if folder else None
+
+    def load(self) -> tuple[int, float] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        saved = json.loads(self.path.read_text())
+        return int(saved["epoch"]), float(saved["best"])
+
+    def save(self, epoch: int, best: float) -> None:
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"epoch": epoch, "best": best}))
+            tmp.replace(self.path)  # whole or not at all: a Pod killed mid-write leaves the previous epoch
+
+    def drop(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def finish(status: Status, result: dict, report: bool, code: int) -> int:
@@ -128,14 +156,22 @@ def main(argv: list[str]) -> int:
                   "modelVersion": None, "modelUri": None, "promoted": False}  # fmt: skip
         return finish(status, result, report, int(behaviour.get("exitCode", EXIT_CODES[reason])))
 
-    best = 0.0
-    for epoch in range(1, args.epochs + 1):
+    checkpoint = Checkpoint(behaviour.get("checkpointDir"), status.uid)
+    best, resumed = 0.0, None
+    saved = checkpoint.load()
+    if saved is not None:
+        resumed, best = saved
+        print(f"stand-in trainer: resuming after epoch {resumed}", flush=True)
+    for epoch in range((resumed or 0) + 1, args.epochs + 1):
         time.sleep(delay)
         best = round(max(best, 0.1 * epoch / args.epochs + 0.3), 4)
-        status.patch(progress(epoch, args.epochs, best, "Training"))
+        status.patch(progress(epoch, args.epochs, best, "Training", resumed))
+        if epoch < args.epochs:
+            checkpoint.save(epoch, best)
         if outcome == "hang":
             time.sleep(3600)
-    status.patch(progress(args.epochs, args.epochs, best, "Done"))
+    status.patch(progress(args.epochs, args.epochs, best, "Done", resumed))
+    checkpoint.drop()
     promoted = bool(behaviour.get("promoted", True))
     result = {
         "status": "Succeeded",
@@ -150,7 +186,7 @@ def main(argv: list[str]) -> int:
         "championMAP50": 0.3,
         "dataset": {"selected": 12, "new": 6, "replayed": 6, "train": 10, "val": 2, "skipped": 0},
         "epochs": {"completed": args.epochs, "requested": args.epochs, "earlyStopped": False,
-                   "resumedFromEpoch": None},
+                   "resumedFromEpoch": resumed},
     }  # fmt: skip
     return finish(status, result, report, 0)
 
