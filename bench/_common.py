@@ -17,6 +17,19 @@ if str(REPO) not in sys.path:
 RESULTS = REPO / "bench" / "RESULTS.md"
 
 
+def waste6_dev() -> Path:
+    """../shared/data/waste6-dev next to the repository (or next to the folder of git worktrees), or the
+    copy a GPU check carries in the ignored folder .gl/waste6-dev."""
+    for candidate in (
+        REPO / ".gl" / "waste6-dev",
+        REPO.parent / "shared" / "data" / "waste6-dev",
+        REPO.parent.parent / "shared" / "data" / "waste6-dev",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return REPO.parent / "shared" / "data" / "waste6-dev"
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# GPU training benchmark for one H100 with no network: installs the carried wheels, then runs
-# bench/gpu_train.py (trainer's step vs plain Ultralytics, and the whole job's time outside training).
-# Time limit: 450 s (7.5 min) for the whole command, set by LIMIT_S; expected ~4-5 min at the defaults
-# (2,000 images, 10 epochs, imgsz 640, batch 64, 16 workers).
+# The GPU check, one command, for one H200 (or H100) with no network: installs the carried wheels, then runs
+# bench/gpu_train.py: (b) the whole 2,000-image, 10-epoch job's time outside training, (a) train images/s of
+# the product against plain Ultralytics at equal settings and at Ultralytics' defaults, (c) mAP50 on the
+# waste6-dev photos, product against plain, 60 epochs at 640. Expected ~6-7 min; LIMIT_S (default 450 s)
+# bounds the Python part, so the whole command stays under 8 min. Each part's figures land in
+# $OUT/gpu_train.json as soon as they exist.
 #
-#   bash bench/fetch_gpu_wheels.sh                 # beforehand, on a machine with PyPI: fills .whl/
+#   bash bench/fetch_gpu_wheels.sh                 # beforehand, on a machine with PyPI: fills .whl/ (22 MB)
+#   mkdir -p .gl && cp -r ../shared/data/waste6-dev .gl/   # the photos travel in the ignored .gl/ (14 MB)
 #   bash bench/gpu_train.sh                        # on the GPU machine (extra flags go to gpu_train.py)
-#   bash bench/gpu_train.sh --device cpu --quick   # end-to-end check anywhere
+#   bash bench/gpu_train.sh --quick --device cpu --synthetic   # end-to-end check anywhere
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT_S=${LIMIT_S:-450}

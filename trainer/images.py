@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import sys
 from dataclasses import dataclass
 
 from trainer.labels import BadSample
@@ -92,17 +93,28 @@ def _oriented_size(im) -> tuple[int, int]:
     return width, height
 
 
+def _pil_open():
+    """PIL's own Image.open. Importing Ultralytics (which the trainer's warm-up does while the images
+    download) replaces it with one that, on a file PIL cannot identify, imports pi-heif or tries to install
+    it; a ZIP uploaded as a photo must still read as "not an image", offline and at PIL's speed."""
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", None) or Image.open
+
+
 def check_image(data: bytes) -> ImageInfo:
     """Everything Ultralytics checks, and a full decode. Returns what the dataset needs to know of it."""
-    from PIL import Image, ImageFile, UnidentifiedImageError
+    from PIL import ImageFile, UnidentifiedImageError
 
     if not data:
         raise BadSample("bad_image", "zero-byte file")
     # Another library in the process (Ultralytics) may switch truncated-image loading on: not here.
     previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     fmt = None
+    open_image = _pil_open()
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             fmt = im.format
             if fmt not in IMAGE_SUFFIX:
                 raise BadSample(
@@ -117,7 +129,7 @@ def check_image(data: bytes) -> ImageInfo:
                     "image_too_small",
                     f"{width}x{height} pixels; Ultralytics needs at least {MIN_SIDE}x{MIN_SIDE}",
                 )
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             if fmt in ("JPEG", "MPO"):
                 im.draft("RGB", (max(MIN_SIDE, im.width // 8), max(MIN_SIDE, im.height // 8)))  # 1/8 scale
             im.load()

@@ -6,6 +6,7 @@ import functools
 import logging
 import platform
 import shutil
+import threading
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ class Job:
             settings.work_dir / "runs" / safe
         )  # deterministic: a retried Job resumes in the same place
         self.db: Database | None = None
+        self.warm_up = None  # trainer.yolo.WarmUp, started once there is something to train on
         self.registry: Registry | None = None
         self.models: BlobStore | None = None
         self.reserved: int | None = None
@@ -85,6 +87,8 @@ class Job:
             self.report.write(self.s.report_path, self.s.termination_log)
             if self.db is not None:
                 self.db.close()
+            if self.warm_up is not None:
+                self.warm_up.wait(60)  # a run that failed early: let its imports finish before exit
         return self.report
 
     def _record_failure(self) -> None:
@@ -130,7 +134,7 @@ class Job:
         outcome = self._train(base_path)
         self._reconcile(dataset)
         challenger = outcome.metrics
-        champion = self._evaluate_champion(base_path, base_version, dataset)
+        champion = self._evaluate_champion(base_path, base_version, dataset, outcome.sizing)
         decision = decide_promotion(
             s.promotion,
             champion,
@@ -366,6 +370,10 @@ class Job:
 
     def _build(self, records: list[Record], source: BlobStore, replayed: set[str]) -> DatasetResult:
         s, r = self.s, self.report
+        from trainer import yolo
+
+        # Torch and Ultralytics import (and the GPUs are counted) while the images download.
+        self.warm_up = yolo.WarmUp(s.work_dir / "ultralytics", s.device)
         self.reporter.progress("Downloading", force=True)
         with r.step("download") as f:
             keyed, fetched, trimmed = self._fetch(records, source)
@@ -463,8 +471,8 @@ class Job:
         from trainer import yolo
 
         s, r = self.s, self.report
-        yolo.prepare_offline(s.work_dir / "ultralytics")
-        device = yolo.resolve_device(s.device)
+        with r.step("warm_up"):  # what is left of the imports started with the download
+            device = self.warm_up.device()
         ckpt = checkpoint_prefix(self.run_id) + "last.pt"
         resume_from = self.models.stat(ckpt) if s.run_key else None
         r.training = {"epochs": s.epochs, "device": device, "resumed_from_epoch": None}
@@ -477,25 +485,19 @@ class Job:
             self.reporter.resumed_from_epoch = r.training["resumed_from_epoch"]
         else:
             model = yolo.load_model(base)
-        best = {"map50": None}
+        from trainer.hooks import HookConfig
 
-        def on_epoch(u: yolo.EpochUpdate) -> None:
-            if u.map50 is not None and (best["map50"] is None or u.map50 > best["map50"]):
-                best["map50"] = float(u.map50)
-            self.reporter.progress("Training", u.epoch, u.epochs, best["map50"])
-            if (
-                s.run_key
-                and u.last
-                and u.last.is_file()
-                and u.epoch % max(1, s.checkpoint_every) == 0
-                and u.epoch < u.epochs
-            ):
-                self.models.upload_file(u.last, ckpt)  # survives preemption: the Job's retry resumes here
-                try:
-                    self.registry.heartbeat(self.run_id)
-                except Exception as exc:  # noqa: BLE001 - a missed heartbeat is no reason to stop training
-                    log.warning(logfmt(event="heartbeat_failed", error=str(exc)[:200]))
-
+        # Progress and checkpoint uploads happen in the training process (rank 0 when several GPUs train).
+        hooks = HookConfig(
+            outcome_path=str(self.work / "train-outcome.json"),
+            run_name=s.run_name,
+            run_namespace=s.run_namespace,
+            models_bucket=s.models_bucket,
+            local_dir=str(s.local_dir),
+            checkpoint_object=ckpt if s.run_key else None,
+            checkpoint_every=s.checkpoint_every,
+            heartbeat_run_id=self.run_id if s.run_key else None,
+        )
         self.reporter.progress("Training", 0, s.epochs, force=True)
         with r.step("train", device=device, epochs=s.epochs) as f:
             outcome = yolo.train(
@@ -505,30 +507,56 @@ class Job:
                 settings=s,
                 device=device,
                 resume=resume_from is not None,
-                on_epoch=on_epoch,
+                hooks=hooks,
             )
-            r.training.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
-            f.update(epochs_completed=outcome.epochs_completed, early_stopped=outcome.early_stopped)
+            r.training.update(
+                epochs_completed=outcome.epochs_completed,
+                early_stopped=outcome.early_stopped,
+                **outcome.sizing,
+            )
+            f.update(
+                epochs_completed=outcome.epochs_completed,
+                early_stopped=outcome.early_stopped,
+                batch=outcome.sizing["batch"],
+                workers=outcome.sizing["workers_per_process"],
+                processes=outcome.sizing["processes"],
+            )
         r.metrics = outcome.metrics
         return outcome
 
-    def _evaluate_champion(self, base: Path, base_version: int | None, ds: DatasetResult) -> dict | None:
-        from trainer import yolo
+    def _evaluate_champion(
+        self, base: Path, base_version: int | None, ds: DatasetResult, sizing: dict
+    ) -> dict | None:
+        from trainer import champion, yolo
 
         if base_version is None or not base.is_file():
             return None
         self.reporter.progress("Evaluating", force=True)
+        # The challenger's own validation batch and workers (per GPU process), so both are measured alike.
+        batch = max(1, sizing["batch"] // sizing["processes"]) * 2
         with self.report.step("evaluate_champion", version=version_name(base_version)) as f:
-            metrics = yolo.evaluate(
-                base,
-                data_yaml=ds.data_yaml,
-                project=self.work,
-                settings=self.s,
-                device=yolo.resolve_device(self.s.device),
-                name="champion",
+            import ultralytics
+
+            key = champion.evaluation_key(
+                base, champion.validation_digest(ds.root), self.s.img_size, batch, ultralytics.__version__
             )
+            metrics = champion.load(self.models, base_version, key)
+            f.update(cached=metrics is not None)
+            if metrics is None:
+                metrics = yolo.evaluate(
+                    base,
+                    data_yaml=ds.data_yaml,
+                    project=self.work,
+                    settings=self.s,
+                    device=yolo.resolve_device(self.s.device),
+                    name="champion",
+                    batch=batch,
+                    workers=sizing["workers_per_process"],
+                )
+                champion.save(self.models, base_version, key, metrics)
             f.update(map50=metrics["map50"])
-        self.report.champion = {"version": version_name(base_version), **metrics}
+            cached = f["cached"]
+        self.report.champion = {"version": version_name(base_version), "cached": cached, **metrics}
         return metrics
 
     def _publish(
@@ -614,14 +642,21 @@ class Job:
             r.promotion["summary"] = r.decision_line()
             reg.update_run_report(self.run_id, r.as_dict())
             f.update(version=version_name(number), promoted=promoted)
+        # The chart renders and uploads while the checkpoint and the training folder are removed.
+        drawing = threading.Thread(target=self._chart, args=(reg.versions(), number), name="chart")
+        drawing.start()
         if s.run_key:
             self.models.delete(checkpoint_prefix(self.run_id) + "last.pt")
+        shutil.rmtree(self.work / "train", ignore_errors=True)
+        with r.step("chart"):  # what is left of it
+            drawing.join()
+
+    def _chart(self, versions, number: int) -> None:
         try:
-            png = chart.render_per_class_chart(reg.versions(), self.work / "chart.png")
+            png = chart.render_per_class_chart(versions, self.work / "chart.png")
             self.models.upload_file(png, f"models/v{number}/map50_per_class.png")
         except Exception as exc:  # noqa: BLE001 - a chart is a convenience, never a reason to fail the run
             log.warning(logfmt(event="chart_failed", error=str(exc)[:200]))
-        shutil.rmtree(self.work / "train", ignore_errors=True)
 
 
 def dataset_uri(text: str) -> str:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from trainer.errors import ConfigError
@@ -24,7 +25,8 @@ _UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 class Settings:
     # Training parameters (names and defaults are the original job's).
     epochs: int = 50
-    batch_size: int = 16
+    # Images per optimizer step over all GPUs; "auto" sizes it to the GPUs (trainer/resources.py).
+    batch_size: int | Literal["auto"] = 16
     optimizer: str = "auto"
     learning_rate: float | None = None  # None: the optimizer's own (auto chooses it)
     img_size: int = 640
@@ -32,7 +34,7 @@ class Settings:
     device: str = "auto"
     base_model: str = "yolov8n.pt"
     seed: int = 0
-    workers: int = 8
+    workers: int | None = None  # loader workers per training process; None: sized from the pod's CPUs
     # Data source.
     from_inferences: bool = False
     only_verified: bool = False
@@ -101,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Subcommand: 'python -m trainer versions' lists registered versions.",
     )
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=16,
+        help="images per optimizer step, over all GPUs together, or auto: 64 per GPU at 640 px (the same "
+        "pixels at other sizes), lowered by Ultralytics' AutoBatch if the GPU memory needs it; 16 on CPU "
+        "(default 16)",
+    )
     p.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
@@ -117,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--img-size", type=int, default=640, help="square training image size (default 640)")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (default 10)")
-    p.add_argument("--device", default="auto", help="auto (cuda when visible, else cpu), cpu, cuda, 0, 0,1")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (every visible GPU, else cpu; several GPUs train with DDP), cpu, cuda, 0, 0,1",
+    )
     p.add_argument(
         "--base-model",
         default="yolov8n.pt",
@@ -185,8 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="gate: largest accepted drop of one class's AP50 (default 0.15)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=None, help="data-loader workers (default: CPUs, at most 8)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader workers per GPU (default: the CPUs the pod may use - cgroup quota, affinity, "
+        "TRAINER_CPU_REQUEST_MILLICORES - shared among the GPUs, at most 16)",
+    )
     return p
+
+
+def _batch_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {text!r}") from None
 
 
 class _ArgumentError(Exception):
@@ -256,7 +284,10 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
     if not 0 < a.train_split < 1:
         raise ConfigError(f"--train-split must be between 0 and 1 (exclusive), got {a.train_split}")
     for name in ("epochs", "batch_size", "img_size"):
-        _positive("--" + name.replace("_", "-"), getattr(a, name))
+        if getattr(a, name) != "auto":
+            _positive("--" + name.replace("_", "-"), getattr(a, name))
+    if a.workers is not None and a.workers < 0:
+        raise ConfigError(f"--workers must not be negative, got {a.workers}")
     if a.learning_rate is not None:
         _positive("--learning-rate", a.learning_rate)
         if a.optimizer == "auto":
@@ -310,7 +341,6 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
 
     tmp = Path(env.get("TMPDIR") or "/tmp")
     work_dir = Path(env.get("TRAINER_WORK_DIR") or tmp / "wd-trainer")
-    workers = a.workers if a.workers is not None else min(8, os.cpu_count() or 1)
     return Settings(
         epochs=a.epochs,
         batch_size=a.batch_size,
@@ -321,7 +351,7 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         device=a.device,
         base_model=a.base_model,
         seed=a.seed,
-        workers=workers,
+        workers=a.workers,
         from_inferences=a.from_inferences,
         only_verified=a.only_verified,
         all_time=a.all_time,

@@ -6,16 +6,19 @@ runs with a read-only root filesystem and a read-only HOME.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer import CLASS_NAMES
-from trainer.errors import ModelUnavailableError, TrainingError
+from trainer.errors import ConfigError, ModelUnavailableError, TrainingError
+
+if TYPE_CHECKING:
+    from trainer.hooks import HookConfig
 
 log = logging.getLogger(__name__)
 _prepared: Path | None = None
@@ -54,6 +57,8 @@ def prepare_offline(config_dir: Path) -> None:
     from ultralytics import settings
     from ultralytics.engine import trainer as ul_trainer
 
+    from trainer.hooks import check_amp_offline
+
     wanted = {
         "sync": False,
         "hub": False,
@@ -70,21 +75,56 @@ def prepare_offline(config_dir: Path) -> None:
         "runs_dir": str(config_dir / "runs"),
     }
     settings.update({k: v for k, v in wanted.items() if k in settings})
-
-    def check_amp_offline(model) -> bool:
-        # The real check downloads a model to compare outputs; offline it only fails slowly.
-        return next(model.parameters()).device.type == "cuda"
-
     ul_trainer.check_amp = check_amp_offline
     _prepared = config_dir
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+class WarmUp:
+    """Imports torch, Ultralytics and matplotlib (5-6 s of CPU, measured in bench/fixed_costs.py) and
+    counts the GPUs in a background thread, so that they overlap the downloads instead of following them.
+    `device()` waits for it and raises what it raised (a --device naming a missing GPU, for one)."""
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    def __init__(self, config_dir: Path, device: str):
+        import threading
+
+        self._config_dir, self._requested = config_dir, device
+        self._device: str | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="warm-up", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            prepare_offline(self._config_dir)
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # the per-class chart at the end of the run
+            import ultralytics.models.yolo.detect  # noqa: F401
+
+            import trainer.hooks  # noqa: F401
+
+            self._device = resolve_device(self._requested)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller of device()
+            self._error = exc
+
+    def device(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._device is not None
+        return self._device
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def resolve_device(device: str) -> str:
+    """--device -> Ultralytics' device string: auto and cuda take every GPU this process sees."""
+    from trainer import resources
+
+    visible = resources.visible_gpus() if device.strip().lower() not in ("cpu", "mps") else 0
+    return resources.resolve_device(device, visible)
 
 
 def load_model(weights: Path | str):
@@ -101,16 +141,6 @@ def load_model(weights: Path | str):
 
 
 @dataclass
-class EpochUpdate:
-    epoch: int  # 1-based, epochs completed
-    epochs: int
-    map50: float | None
-    best_fitness: float | None
-    last: Path | None
-    save_dir: Path
-
-
-@dataclass
 class TrainOutcome:
     best: Path
     last: Path
@@ -118,6 +148,43 @@ class TrainOutcome:
     epochs_completed: int
     early_stopped: bool
     metrics: dict[str, Any] = field(default_factory=dict)
+    # How the run was sized: total batch, loader workers per GPU process, processes, the CPU budget.
+    sizing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    batch: int  # Ultralytics' batch argument: a total, or -1 for AutoBatch on one GPU
+    workers: int  # per training process
+    ranks: int
+    cpu: dict[str, Any]
+
+
+def size_run(settings, device: str, env: dict[str, str] | None = None) -> Sizing:
+    """Batch and loader workers for this device from the settings and what the pod may use."""
+    from trainer import resources
+
+    ranks = resources.ranks_of(device)
+    budget = resources.read_cpu_budget(env)
+    batch = settings.batch_size
+    if batch == "auto":
+        # On CUDA Ultralytics' AutoBatch fits the GPU memory (hooks.WasteTrainer caps it); a CPU has no
+        # memory to fit and barely cares about the batch.
+        batch = -1 if device not in ("cpu", "mps") else resources.CPU_AUTO_BATCH
+        per_rank = resources.auto_batch_per_gpu(settings.img_size) if batch == -1 else batch
+    elif batch < ranks:
+        raise ConfigError(
+            f"--batch-size {batch} is the total over all GPUs and cannot be shared among {ranks} GPUs: "
+            f"use at least {ranks} (a multiple of {ranks}), or auto"
+        )
+    else:
+        per_rank = batch // ranks
+    workers = settings.workers
+    if workers is None:
+        workers = resources.loader_workers(
+            budget.cpus, ranks, resources.read_memory_limit(), per_rank, settings.img_size
+        )
+    return Sizing(batch=int(batch), workers=int(workers), ranks=ranks, cpu=budget.as_dict())
 
 
 def train(
@@ -128,37 +195,27 @@ def train(
     settings,
     device: str,
     resume: bool,
-    on_epoch: Callable[[EpochUpdate], None] | None = None,
+    hooks: HookConfig | None = None,
+    trainer_cls=None,
 ) -> TrainOutcome:
-    state: dict[str, Any] = {"epoch": 0, "stop": False}
+    """Trains through hooks.WasteTrainer (one process, or Ultralytics' DDP workers when device names
+    several GPUs) and reads back what rank 0 wrote to the hooks' outcome file."""
+    from trainer.hooks import HOOKS_ENV, HookConfig, WasteTrainer
 
-    def fit_epoch_end(tr) -> None:
-        if tr.epoch >= tr.epochs:  # fired once more after the final validation of best.pt
-            return
-        state.update(epoch=tr.epoch + 1, stop=bool(tr.stop), epochs=tr.epochs)
-        if on_epoch:
-            m = tr.metrics or {}
-            on_epoch(
-                EpochUpdate(
-                    epoch=tr.epoch + 1,
-                    epochs=tr.epochs,
-                    map50=m.get("metrics/mAP50(B)"),
-                    best_fitness=tr.best_fitness,
-                    last=Path(tr.last),
-                    save_dir=Path(tr.save_dir),
-                )
-            )
-
-    model.add_callback("on_fit_epoch_end", fit_epoch_end)
+    project = Path(project)
+    hooks = hooks or HookConfig(outcome_path=str(project / "train-outcome.json"))
+    outcome_file = Path(hooks.outcome_path)
+    outcome_file.unlink(missing_ok=True)  # a retried Job's previous attempt must not be read as this one's
+    sizing = size_run(settings, device)
     args = dict(
         data=str(data_yaml),
         epochs=settings.epochs,
-        batch=settings.batch_size,
+        batch=sizing.batch,
         optimizer=settings.optimizer,
         imgsz=settings.img_size,
         patience=settings.patience or 10**6,
         device=device,
-        workers=settings.workers,
+        workers=sizing.workers,
         project=str(project),
         name="train",
         exist_ok=True,
@@ -172,15 +229,28 @@ def train(
     )
     if settings.learning_rate is not None:
         args["lr0"] = settings.learning_rate
+    previous = os.environ.get(HOOKS_ENV)
+    os.environ[HOOKS_ENV] = hooks.to_json()  # read by WasteTrainer here and in every DDP worker
+    cls = trainer_cls or WasteTrainer
     try:
-        results = model.train(resume=True) if resume else model.train(**args)
+        if resume:
+            model.train(trainer=cls, resume=True)
+        else:
+            model.train(trainer=cls, **args)
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:
         raise TrainingError(f"training failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
-    tr = model.trainer
-    epochs = int(getattr(tr, "epochs", settings.epochs))
-    best, last = Path(tr.best), Path(tr.last)
+    finally:
+        if previous is None:
+            os.environ.pop(HOOKS_ENV, None)
+        else:
+            os.environ[HOOKS_ENV] = previous
+    try:
+        done = json.loads(outcome_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"training ended without its outcome ({outcome_file}): {exc}") from None
+    best, last = Path(done["best"]), Path(done["last"])
     if not best.is_file():
         best = last
     if not best.is_file():
@@ -188,10 +258,16 @@ def train(
     return TrainOutcome(
         best=best,
         last=last,
-        save_dir=Path(tr.save_dir),
-        epochs_completed=int(state["epoch"]),
-        early_stopped=bool(state["stop"]) and state["epoch"] < epochs,
-        metrics=metrics_from(results) if results is not None else {},
+        save_dir=Path(done["save_dir"]),
+        epochs_completed=int(done["epochs_completed"]),
+        early_stopped=bool(done["early_stopped"]),
+        metrics=done["metrics"],
+        sizing={
+            "batch": done["batch"],
+            "workers_per_process": done["workers_per_rank"],
+            "processes": done["world_size"],
+            "cpu": sizing.cpu,
+        },
     )
 
 
@@ -229,15 +305,34 @@ def metrics_from(results) -> dict[str, Any]:
     }
 
 
-def evaluate(weights: Path, *, data_yaml: Path, project: Path, settings, device: str, name: str) -> dict:
+def evaluate(
+    weights: Path,
+    *,
+    data_yaml: Path,
+    project: Path,
+    settings,
+    device: str,
+    name: str,
+    batch: int | None = None,
+    workers: int | None = None,
+) -> dict:
+    """Validates weights on data_yaml's val split. Pass the challenger's validation batch (Ultralytics
+    validates during training at twice the per-GPU training batch): the val loader pads each batch to
+    its own shape, so the batch is part of what the gate compares."""
+    from trainer import resources
+
     model = load_model(weights)
+    if batch is None:
+        batch = settings.batch_size if settings.batch_size != "auto" else resources.CPU_AUTO_BATCH
+    if workers is None:
+        workers = settings.workers if settings.workers is not None else 0
     try:
         results = model.val(
             data=str(data_yaml),
             imgsz=settings.img_size,
-            batch=settings.batch_size,
-            device=device,
-            workers=settings.workers,
+            batch=batch,
+            device=device.split(",")[0],  # validation runs in one process, on the first GPU
+            workers=workers,
             project=str(project),
             name=name,
             exist_ok=True,

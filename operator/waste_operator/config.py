@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Every variable `from_env` reads, with the field it sets and what it means: `python -m waste_operator
 # --help` prints them with their defaults (a unit test checks this list against what from_env reads).
@@ -20,7 +21,7 @@ ENV_HELP: tuple[tuple[str, str, str], ...] = (
     ("TRAINER_SERVICE_ACCOUNT", "trainer_service_account", "ServiceAccount of the training Pods"),
     ("RESYNC_SECONDS", "resync_seconds", "how often unfinished runs are re-read without an event"),
     ("STUCK_SECONDS", "stuck_seconds", "how long a Pod may stay unschedulable before the run fails"),
-    ("TRAINER_SHM_SIZE", "shm_size", "size of the training Pod's /dev/shm (memory)"),
+    ("TRAINER_SHM_SIZE", "shm_size", "least /dev/shm of a training Pod (more for many loaders)"),
     ("TRAINER_TMP_SIZE", "tmp_size", "size limit of the training Pod's /tmp"),
     ("LIVENESS_ENDPOINT", "liveness_endpoint", "where the liveness probe is served"),
     ("TRAINER_CACHE_CLAIM", "cache_claim", "PersistentVolumeClaim for the trainer's download cache"),
@@ -40,6 +41,19 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable and what to do."""
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity as the CRD admits it ("4", "500m", "16Gi", 8) -> a number."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a quantity: {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     trainer_image: str
@@ -55,6 +69,7 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     # How long a Pod may stay unschedulable or unable to start before the run is failed.
     stuck_seconds: float = 900.0
+    # The smallest /dev/shm a trainer gets; larger runs get what their loader workers need (jobs.shm_size).
     shm_size: str = "8Gi"
     tmp_size: str = "50Gi"
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
@@ -101,6 +116,15 @@ class OperatorConfig:
                 raise ConfigError(f"{name}={raw!r} must be positive")
             return value
 
+        def size(name: str, default: str) -> str:
+            raw = env.get(name, "").strip() or default
+            try:
+                if quantity(raw) <= 0:
+                    raise ValueError(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a positive size such as 8Gi or 512Mi") from None
+            return raw
+
         log_level = env.get("LOG_LEVEL", "").strip().upper() or cls.log_level
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={log_level!r} is not one of DEBUG, INFO, WARNING, ERROR")
@@ -117,7 +141,7 @@ class OperatorConfig:
             or cls.trainer_service_account,
             resync_seconds=number("RESYNC_SECONDS", cls.resync_seconds),
             stuck_seconds=number("STUCK_SECONDS", cls.stuck_seconds),
-            shm_size=env.get("TRAINER_SHM_SIZE", "").strip() or cls.shm_size,
+            shm_size=size("TRAINER_SHM_SIZE", cls.shm_size),
             tmp_size=env.get("TRAINER_TMP_SIZE", "").strip() or cls.tmp_size,
             liveness_endpoint=env.get("LIVENESS_ENDPOINT", "").strip() or cls.liveness_endpoint,
             cache_claim=env.get("TRAINER_CACHE_CLAIM", "").strip() or None,

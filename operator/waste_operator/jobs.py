@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from . import API_VERSION, GROUP, KIND, MANAGED_BY, RUN_LABEL
-from .config import OperatorConfig
+from .config import OperatorConfig, quantity
 from .queueing import PRIORITY_LABEL, QUEUE_LABEL, queue_name
 
 # The trainer's defaults (docs/CONTRACTS.md); the CRD's schema defaults must equal these.
@@ -46,6 +47,13 @@ JOB_DEFAULTS: dict[str, Any] = {
 RESOURCE_DEFAULTS = {"gpus": 1, "cpu": "4", "memory": "16Gi"}
 
 CONTAINER = "trainer"
+# The pod's CPU request in millicores, for the trainer's loader workers (trainer/resources.py): with no
+# CPU limit set, the container's cgroup has no quota to read, and os.cpu_count() is the node's.
+CPU_REQUEST_ENV = "TRAINER_CPU_REQUEST_MILLICORES"
+# Sizing of /dev/shm, the same rules as trainer/resources.py (tests/operator checks that they agree):
+MAX_WORKERS = 16  # loader workers per GPU process
+AUTO_BATCH_PER_GPU_640 = 64  # batchSize auto's images per GPU at 640 px
+PREFETCH = 4  # batches each train-loader worker holds in shared memory (Ultralytics' prefetch_factor)
 TERMINATION_LOG = "/dev/termination-log"
 REPORT_PATH = "/tmp/report.json"
 CACHE_DIR = "/cache"
@@ -134,6 +142,12 @@ def trainer_env(run: dict, config: OperatorConfig) -> list[dict]:
         {"name": "TRAININGRUN_UID", "value": meta["uid"]},
         {"name": "TRAINER_REPORT_PATH", "value": REPORT_PATH},
         {"name": "TRAINER_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {
+            "name": CPU_REQUEST_ENV,
+            "valueFrom": {
+                "resourceFieldRef": {"containerName": CONTAINER, "resource": "requests.cpu", "divisor": "1m"}
+            },
+        },
     ]
 
 
@@ -148,6 +162,24 @@ def trainer_resources(spec: dict, tmp_size: str) -> dict:
     if int(wanted["gpus"]) > 0:
         limits["nvidia.com/gpu"] = str(int(wanted["gpus"]))
     return {"requests": requests, "limits": limits}
+
+
+def shm_size(spec: dict, config: OperatorConfig) -> str:
+    """/dev/shm for every GPU process's loader workers: each worker holds PREFETCH batches of its
+    process's share of the batch as uint8 images, doubled for headroom. At least the configured size; at
+    most the memory limit, which shared memory counts against anyway."""
+    wanted = {**RESOURCE_DEFAULTS, **(spec.get("resources") or {})}
+    processes = max(1, int(wanted["gpus"]))
+    workers = min(MAX_WORKERS, max(1, math.ceil(quantity(wanted["cpu"])) // processes))
+    imgsz = int(spec.get("imgSize", TRAINER_DEFAULTS["imgSize"]))
+    batch = spec.get("batchSize", TRAINER_DEFAULTS["batchSize"])
+    if batch == "auto":
+        per_process = min(256, max(8, int(AUTO_BATCH_PER_GPU_640 * (640 / imgsz) ** 2) // 8 * 8))
+    else:
+        per_process = max(1, int(batch) // processes)
+    needed = 2 * processes * workers * PREFETCH * per_process * imgsz * imgsz * 3
+    size = min(max(quantity(config.shm_size), needed), quantity(wanted["memory"]))
+    return f"{math.ceil(size / 2**20)}Mi"
 
 
 def container_security_context() -> dict:
@@ -205,7 +237,8 @@ def build_job(run: dict, config: OperatorConfig) -> dict:
         "volumes": [
             {"name": "tmp", "emptyDir": {"sizeLimit": config.tmp_size}},
             # PyTorch data-loader workers die with "Bus error" on the runtime's default 64 MB /dev/shm.
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}},
+            # Sized for the loader workers of every GPU process (shm_size).
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec, config)}},
         ],
     }
     if config.cache_claim:

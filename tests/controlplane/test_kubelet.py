@@ -72,6 +72,39 @@ def test_termination_message_fallback() -> None:
     assert len(kubelet.termination_message("x" * 5000, "", "File", 0)) == 4096
 
 
+def test_resource_field_refs_resolve_like_the_kubelet() -> None:
+    container = {
+        "name": "trainer",
+        "resources": {"requests": {"cpu": "1500m", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
+        "env": [
+            {
+                "name": "CPU_M",
+                "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1m"}},
+            },
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu"}}},
+            {
+                "name": "MEM_MI",
+                "valueFrom": {
+                    "resourceFieldRef": {
+                        "containerName": "trainer",
+                        "resource": "limits.memory",
+                        "divisor": "1Mi",
+                    }
+                },
+            },
+            {"name": "NONE", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        ],
+    }
+    pod = {**POD, "spec": {"containers": [container]}}
+    env = kubelet.container_env(pod, container, secrets, configmaps)
+    assert (env["CPU_M"], env["CPU"], env["MEM_MI"]) == (
+        "1500",
+        "2",
+        "2048",
+    )  # rounded up, as the kubelet does
+    assert "NONE" not in env
+
+
 def test_the_kubelet_keeps_conditions_it_does_not_own() -> None:
     scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
     ready = {"type": "Ready", "status": "False", "lastTransitionTime": "2026-01-01T00:00:01Z"}

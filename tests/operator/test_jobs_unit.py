@@ -67,6 +67,7 @@ def test_every_spec_the_crd_admits_gives_args_the_real_trainer_accepts():
             "device": "0,1",
             "baseModel": "yolov8n.yaml",
         },
+        {"batchSize": "auto", "resources": {"gpus": 4}},
     ):
         s = load_settings(trainer_args(spec), env)
         assert s.epochs == spec.get("epochs", 50) and s.optimizer == spec.get("optimizer", "auto")
@@ -172,3 +173,76 @@ def test_a_cache_claim_gives_the_trainer_a_persistent_bounded_download_cache(con
 
     s = load_settings(["--dataset", "gs://wd-datasets/ds"], {"GCS_MODELS_BUCKET": "m"} | env)
     assert str(s.cache_dir) == "/cache" and s.cache_max_bytes == 20 * 10**9
+
+
+def _shm_bytes(job: dict) -> int:
+    from waste_operator.config import quantity
+
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    return int(quantity(volumes["dshm"]["emptyDir"]["sizeLimit"]))
+
+
+def test_the_trainer_learns_the_pods_cpu_request_from_the_downward_api(config):
+    env = {
+        e["name"]: e
+        for e in build_job(make_run(), config)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TRAINER_CPU_REQUEST_MILLICORES"]["valueFrom"] == {
+        "resourceFieldRef": {"containerName": "trainer", "resource": "requests.cpu", "divisor": "1m"}
+    }
+    # The value the kubelet puts there ("4" CPUs -> "4000") is what the trainer reads.
+    from trainer.resources import parse_cpu_request
+
+    assert parse_cpu_request({"TRAINER_CPU_REQUEST_MILLICORES": "4000"}) == 4.0
+
+
+def test_shared_memory_grows_with_the_loaders_of_every_gpu_and_stays_within_memory(config):
+    GiB = 2**30
+    small = build_job(make_run(), config)  # 1 GPU, 4 CPUs, batch 16: the configured floor
+    assert _shm_bytes(small) == 8 * GiB
+    # 8 GPUs sharing 64 CPUs (8 workers each), batch auto (64 per GPU at 640): 8*8*4*64 images of
+    # 640x640x3 bytes, twice over = 40 GB, more than the floor.
+    big_spec = {"batchSize": "auto", "resources": {"gpus": 8, "cpu": "64", "memory": "200Gi"}}
+    big = build_job(make_run(spec=big_spec), config)
+    assert _shm_bytes(big) == 2 * 8 * 8 * 4 * 64 * 640 * 640 * 3 // 2**20 * 2**20
+    # Shared memory counts against the memory limit: never more than it.
+    capped = build_job(
+        make_run(spec={**big_spec, "resources": {**big_spec["resources"], "memory": "32Gi"}}), config
+    )
+    assert _shm_bytes(capped) == 32 * GiB
+    cpu_run = build_job(make_run(spec={"resources": {"gpus": 0, "cpu": "1", "memory": "2Gi"}}), config)
+    assert _shm_bytes(cpu_run) == 2 * GiB
+
+
+def test_the_operators_shm_rules_are_the_trainers():
+    from waste_operator import jobs
+
+    from trainer import resources
+
+    assert (jobs.MAX_WORKERS, jobs.AUTO_BATCH_PER_GPU_640) == (
+        resources.MAX_WORKERS,
+        resources.AUTO_BATCH_PER_GPU_640,
+    )
+    for imgsz in (320, 640, 1280):
+        spec = {"batchSize": "auto", "imgSize": imgsz, "resources": {"gpus": 1, "cpu": "1", "memory": "1Ti"}}
+        per_gpu = resources.auto_batch_per_gpu(imgsz)
+        needed = 2 * 1 * 1 * jobs.PREFETCH * per_gpu * imgsz * imgsz * 3
+        assert (
+            jobs.shm_size(spec, jobs.OperatorConfig("i", "m", "i", "d", shm_size="1Mi"))
+            == f"{-(-needed // 2**20)}Mi"
+        )
+
+
+def test_a_bad_shm_floor_in_the_operator_config_is_refused_at_start():
+    import pytest
+    from waste_operator.config import ConfigError, OperatorConfig
+
+    base = {
+        "TRAINER_IMAGE": "i",
+        "GCS_MODELS_BUCKET": "m",
+        "GCS_IMAGES_BUCKET": "i",
+        "GCS_DATASETS_BUCKET": "d",
+    }
+    assert OperatorConfig.from_env(base | {"TRAINER_SHM_SIZE": "512Mi"}).shm_size == "512Mi"
+    with pytest.raises(ConfigError, match="TRAINER_SHM_SIZE"):
+        OperatorConfig.from_env(base | {"TRAINER_SHM_SIZE": "lots"})

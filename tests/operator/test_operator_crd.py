@@ -43,12 +43,28 @@ def create(control_plane, namespace: str, name: str, spec: dict):
         ({"source": {"fromInferences": {}, "dataset": {"uri": "gs://b/d"}}}, "set exactly one of source"),
         ({"source": {"dataset": {"uri": "http://x"}}}, "spec.source.dataset.uri"),
         ({"replayRatio": 11}, "spec.replayRatio"),
+        ({"batchSize": "big"}, "batchSize must be a whole number from 1 to 1024, or auto"),
+        ({"batchSize": 0}, "batchSize must be a whole number from 1 to 1024, or auto"),
+        (
+            {"device": "0,1", "resources": {"gpus": 1}},
+            "spec.device lists more GPU indices than spec.resources.gpus",
+        ),
     ],
 )
 def test_bad_specs_are_rejected_with_clear_messages(control_plane, run_namespace, spec, message):
     result = create(control_plane, run_namespace, "bad", spec)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_batch_size_auto_and_a_device_list_within_the_gpus_are_accepted(control_plane, run_namespace):
+    spec = {"batchSize": "auto", "device": "0,1", "resources": {"gpus": 2}}
+    create(control_plane, run_namespace, "multi-gpu", spec).check_returncode()
+    got = json.loads(
+        control_plane.kubectl("get", "tr", "multi-gpu", "-n", run_namespace, "-o", "json").stdout
+    )
+    assert (got["spec"]["batchSize"], got["spec"]["device"]) == ("auto", "0,1")
+    control_plane.kubectl("delete", "tr", "multi-gpu", "-n", run_namespace)
 
 
 def test_defaults_equal_the_trainers_and_the_spec_is_immutable_except_suspend(control_plane, run_namespace):

@@ -174,3 +174,50 @@ def test_a_run_makes_one_hardened_job_reports_progress_and_restarts_the_inferenc
     # the secret stays in its Secret: not in status, Events or the operator's log
     assert DB_URL not in json.dumps(done) + json.dumps(events_of(api, ns, "nightly")) + operator.log()
     assert f"[{ns}/nightly]" in operator.log()
+
+
+def test_a_run_on_four_gpus_gets_them_with_its_cpu_request_and_shared_memory_for_every_loader(
+    control_plane, run_namespace, operator, api
+):
+    """resources.gpus: 4 with batchSize auto, as the trainer needs it to train on all four: the GPUs as a
+    limit the scheduler places, the CPU request reaching the trainer through the Downward API (it sizes
+    the loader workers from it) and /dev/shm for the four GPU processes' loaders."""
+    from trainer import resources
+
+    ns = run_namespace
+    spec = {"epochs": 1, "batchSize": "auto", "resources": {"gpus": 4, "cpu": "16", "memory": "64Gi"}}
+    create_run(api, ns, "four-gpus", spec, {"epochDelay": 0.1})
+    status = wait_run(api.custom, ns, "four-gpus", phase_is("Succeeded", "Failed"), 45)["status"]
+    assert status["phase"] == "Succeeded", status
+
+    (job,) = jobs_of(api, ns, "four-gpus")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "4"}
+    assert container["resources"]["requests"]["cpu"] == "16" and "cpu" not in container["resources"]["limits"]
+    args = container["args"]
+    assert args[args.index("--batch-size") + 1] == "auto" and args[args.index("--device") + 1] == "auto"
+
+    # The kubelet resolved the request for the trainer; the trainer's own rules turn it into workers.
+    logs = control_plane.kubectl("logs", f"job/{status['jobName']}", "-n", ns).stdout
+    assert "batch auto, device auto, TRAINER_CPU_REQUEST_MILLICORES=16000" in logs, logs
+    request = resources.parse_cpu_request({"TRAINER_CPU_REQUEST_MILLICORES": "16000"})
+    budget = resources.cpu_budget(affinity=64, quota=None, request=request)  # a 64-core node
+    per_gpu = resources.auto_batch_per_gpu(640)
+    workers = resources.loader_workers(budget.cpus, 4, 64 * 2**30, per_gpu, 640)
+    assert (budget.cpus, budget.bound_by, per_gpu, workers) == (16, "request", 64, 4)
+
+    # /dev/shm in memory, for 4 GPU processes x 4 workers x 4 prefetched batches of 64 images of 640 x 640
+    # x 3 bytes, twice over: 9,600 MiB, above the 8Gi floor and within the 64Gi memory limit.
+    (dshm,) = [v for v in pod["volumes"] if v["name"] == "dshm"]
+    needed = 2 * 4 * workers * resources.PREFETCH * per_gpu * 640 * 640 * 3
+    assert (
+        dshm["emptyDir"]
+        == {"medium": "Memory", "sizeLimit": f"{needed // 2**20}Mi"}
+        == {
+            "medium": "Memory",
+            "sizeLimit": "9600Mi",
+        }
+    )
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "dshm"]
+    assert mount["mountPath"] == "/dev/shm"

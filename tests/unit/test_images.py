@@ -94,6 +94,20 @@ def test_a_zip_uploaded_as_an_image_is_described_by_its_bytes():
     )
 
 
+def test_a_zip_is_still_not_an_image_once_ultralytics_is_imported(tmp_path):
+    """The trainer imports Ultralytics while the images download (trainer.yolo.WarmUp); Ultralytics then
+    replaces PIL's Image.open with one that reaches for pi-heif on any file PIL cannot identify."""
+    from trainer import yolo
+
+    yolo.prepare_offline(tmp_path / "ultralytics")
+    import ultralytics.utils.patches  # noqa: F401 - what the warm-up's import does to PIL
+
+    data = b"PK\x03\x04" + bytes(1230)
+    with pytest.raises(BadSample) as exc:
+        check_image(data)
+    assert exc.value.detail.startswith("not an image: starts with 'PK"), exc.value.detail
+
+
 @pytest.mark.parametrize(
     "data, expected",
     [

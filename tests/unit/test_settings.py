@@ -31,6 +31,10 @@ DATASET = "gs://datasets/waste"
         pytest.param(["--dataset", DATASET, "--epochs", "0"], {}, ["--epochs"], id="epochs-0"),
         pytest.param(["--dataset", DATASET, "--batch-size", "-1"], {}, ["--batch-size"], id="batch-negative"),
         pytest.param(
+            ["--dataset", DATASET, "--batch-size", "big"], {}, ["--batch-size", "auto"], id="batch-word"
+        ),
+        pytest.param(["--dataset", DATASET, "--workers", "-2"], {}, ["--workers"], id="workers-negative"),
+        pytest.param(
             ["--dataset", DATASET, "--optimizer", "SGD", "--learning-rate", "0"],
             {},
             ["--learning-rate"],
@@ -196,6 +200,14 @@ def test_a_bounded_cache_size_is_read_in_gigabytes_and_checked():
     for bad in ("big", "-1"):
         with pytest.raises(ConfigError, match="TRAINER_CACHE_MAX_GB"):
             load_settings(["--dataset", DATASET], {"TRAINER_CACHE_MAX_GB": bad})
+
+
+def test_batch_size_auto_and_workers_sized_by_default():
+    s = load_settings(["--dataset", DATASET, "--batch-size", "AUTO"], {})
+    assert s.batch_size == "auto" and s.effective_parameters()["batch_size"] == "auto"
+    # No count at parse time: the trainer sizes the workers from the pod's CPUs once it knows its GPUs.
+    assert s.workers is None
+    assert load_settings(["--dataset", DATASET, "--workers", "3"], {}).workers == 3
 
 
 def test_a_run_is_identified_by_its_uid_never_by_its_name_alone():

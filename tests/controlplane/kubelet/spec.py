@@ -4,6 +4,7 @@ mounts and security settings, gathered in a `ContainerSpec` that every runtime t
 from __future__ import annotations
 
 import base64
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,6 +123,30 @@ def field_value(pod: Obj, path: str) -> str:
     return str(values.get(path) or "")
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _quantity(text: str) -> float:
+    match = _QUANTITY.match(str(text).strip())
+    if not match:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _resource_field(pod: Obj, container: Obj, ref: Obj) -> str | None:
+    """A Downward API resourceFieldRef as the kubelet resolves it: the named container's request or limit
+    divided by the divisor, rounded up. (A real kubelet falls back to the node's allocatable when the
+    value is unset; this node has none to offer, so the variable stays unset.)"""
+    name = ref.get("containerName") or container["name"]
+    target = next((c for c in pod["spec"]["containers"] if c["name"] == name), container)
+    kind, _, resource = ref["resource"].partition(".")
+    value = ((target.get("resources") or {}).get(kind) or {}).get(resource)
+    if value is None:
+        return None
+    return str(math.ceil(_quantity(value) / _quantity(ref.get("divisor") or "1") - 1e-9))
+
+
 def container_env(pod: Obj, container: Obj, secrets: Reader, configmaps: Reader) -> dict[str, str]:
     """The environment the kubelet gives the container (envFrom, then env, with $(VAR) expansion)."""
     namespace = pod["metadata"]["namespace"]
@@ -148,7 +173,9 @@ def container_env(pod: Obj, container: Obj, secrets: Reader, configmaps: Reader)
             value = _lookup("ConfigMap", configmaps, namespace, ref, ref["key"])
         elif "fieldRef" in source:
             value = field_value(pod, source["fieldRef"]["fieldPath"])
-        else:  # resourceFieldRef: not provided by this kubelet
+        elif "resourceFieldRef" in source:
+            value = _resource_field(pod, container, source["resourceFieldRef"])
+        else:
             value = ""
         if value is not None:
             env[name] = str(value)

@@ -40,10 +40,15 @@ EXIT_CODES = {
 }
 
 
+def batch_size(text: str) -> int | str:
+    """A whole number, or auto (the contract's --batch-size)."""
+    return "auto" if text.strip().lower() == "auto" else int(text)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="trainer")
     p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--batch-size", type=batch_size, required=True)
     p.add_argument("--optimizer", required=True)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--img-size", type=int, required=True)
@@ -137,6 +142,9 @@ def main(argv: list[str]) -> int:
     delay = float(behaviour.get("epochDelay", 0.2))
     report = bool(behaviour.get("reportStatus", True))
     print(f"stand-in trainer: {outcome}, {args.epochs} epochs", flush=True)
+    # What the real trainer sizes its loaders from (trainer/resources.py), as the kubelet resolved it.
+    print(f"stand-in trainer: batch {args.batch_size}, device {args.device}, "
+          f"TRAINER_CPU_REQUEST_MILLICORES={os.environ.get('TRAINER_CPU_REQUEST_MILLICORES', '')}", flush=True)  # fmt: skip
     status.patch(progress(0, args.epochs, 0.0, "Selecting"))
 
     if outcome == "crash":
