@@ -81,14 +81,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_binaries(log: Path) -> Path:
-    """Runs build.sh (a no-op when the binaries are cached) and returns the folder it prints last."""
+def build_binaries(log: Path, script: Path = BUILD_SH) -> Path:
+    """Runs a build script (build.sh: a no-op when the binaries are cached) and returns the folder it prints
+    last; its stderr goes to `log`, whose end a failure shows."""
     with log.open("ab") as err:
-        out = subprocess.run(["bash", str(BUILD_SH)], stdout=subprocess.PIPE, stderr=err, check=False)
+        out = subprocess.run(["bash", str(script)], stdout=subprocess.PIPE, stderr=err, check=False)
     lines = out.stdout.decode().strip().splitlines()
     if out.returncode != 0 or not lines:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"{BUILD_SH} failed (exit {out.returncode}); end of {log}:\n{tail}")
+        raise RuntimeError(f"{script} failed (exit {out.returncode}); end of {log}:\n{tail}")
     return Path(lines[-1])
 
 

@@ -31,7 +31,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.controlplane.server import ControlPlane, _kill_group, _live, die_with_parent, free_port
+from tests.controlplane.server import (
+    ControlPlane,
+    _kill_group,
+    _live,
+    build_binaries,
+    die_with_parent,
+    free_port,
+)
 
 BUILD_SH = Path(__file__).with_name("build.sh")
 NAMESPACE = "kueue-system"
@@ -42,14 +49,8 @@ CONVERTED = ("localqueues", "clusterqueues", "cohorts", "workloads", "multikueue
 
 
 def build(log: Path) -> Path:
-    """Runs build.sh (a no-op when the binary and CRDs are cached) and returns the folder it prints last."""
-    with log.open("ab") as err:
-        out = subprocess.run(["bash", str(BUILD_SH)], stdout=subprocess.PIPE, stderr=err, check=False)
-    lines = out.stdout.decode().strip().splitlines()
-    if out.returncode != 0 or not lines:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise RuntimeError(f"{BUILD_SH} failed (exit {out.returncode}); end of {log}:\n{tail}")
-    return Path(lines[-1])
+    """Runs kueue/build.sh (a no-op when the binary and CRDs are cached) and returns the folder it prints."""
+    return build_binaries(log, BUILD_SH)
 
 
 def _certificate(
