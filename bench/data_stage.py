@@ -77,6 +77,46 @@ class ProxyProcess:
         self._proc.join(5)
 
 
+class BenchServices:
+    """What a data benchmark runs against: a scratch folder, a PostgreSQL server and fake-gcs-server
+    (tests/fixtures/services.py), and, once `slow_storage` is called, the loopback proxy that adds latency to
+    every storage request. `stop` ends them all and removes their folders."""
+
+    def __init__(self, prefix: str) -> None:
+        from tests.fixtures.services import start_gcs, start_postgres
+
+        self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
+        self.pg = self.gcs = None
+        self.proxy: ProxyProcess | None = None
+        try:
+            self.pg = start_postgres()
+            self.gcs = start_gcs()
+        except BaseException:
+            self.stop()
+            raise
+
+    def inference_db(self) -> str:
+        """A new database with the Inference API's schema; its URL."""
+        dsn = self.pg.new_database()
+        self.pg.psql(
+            (REPO / "trainer" / "sql" / "inference_api.sql").read_text(), database=dsn.rsplit("/", 1)[1]
+        )
+        return dsn
+
+    def slow_storage(self, latency_ms: float) -> ProxyProcess:
+        """Starts the proxy in front of the emulator: `latency_ms` added to each request."""
+        self.proxy = ProxyProcess(self.gcs.endpoint, latency_ms / 1000)
+        return self.proxy
+
+    def stop(self) -> None:
+        for service in (self.proxy, self.gcs, self.pg):
+            if service is not None:
+                service.stop()
+        if self.pg is not None:
+            shutil.rmtree(self.pg.root, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """User+system CPU of a process (this one when pid is None), all threads."""
     if pid is None:
@@ -296,25 +336,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     import trainer
-    from tests.fixtures.services import start_gcs, start_postgres
     from trainer.db import connect
 
     print(f"trainer package: {Path(trainer.__file__).parent}", file=sys.stderr)
     from trainer.settings import Settings
 
     machine_text = machine()
-    tmp = Path(tempfile.mkdtemp(prefix="wd-bench-data-"))
-    pg = gcs = proxy = None
+    t_setup = time.perf_counter()
+    services = BenchServices("wd-bench-data-")
     try:
-        t_setup = time.perf_counter()
-        pg, gcs = start_postgres(), start_gcs()
-        dsn = pg.new_database()
-        pg.psql((REPO / "trainer" / "sql" / "inference_api.sql").read_text(), database=dsn.rsplit("/", 1)[1])
+        tmp, gcs = services.tmp, services.gcs
+        dsn = services.inference_db()
         gcs.bucket("bench-images"), gcs.bucket("bench-models")
         db = connect(dsn, tmp)
         t0 = datetime(2026, 11, 1, tzinfo=UTC)
         image_bytes = seed_data(gcs, db, "bench-images", a.n, 0, a.days, t0)
-        proxy = ProxyProcess(gcs.endpoint, a.latency_ms / 1000)
+        proxy = services.slow_storage(a.latency_ms)
         os.environ["STORAGE_EMULATOR_HOST"] = proxy.endpoint  # read by trainer.blobstore.gcs_client
         setup_s = time.perf_counter() - t_setup
         print(
@@ -430,14 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                 record_scale(result)
         return 0
     finally:
-        if proxy is not None:
-            proxy.stop()
-        for svc in (gcs, pg):
-            if svc is not None:
-                svc.stop()
-        if pg is not None:
-            shutil.rmtree(pg.root, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        services.stop()
 
 
 def record(r: dict, first: dict, second: dict, third: dict, key: str) -> None:

@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,29 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.n, a.imgsz, a.runs = 200, 64, 1
 
-    from data_stage import ProxyProcess, seed_data
+    from data_stage import BenchServices, seed_data
 
-    from tests.fixtures.services import start_gcs, start_postgres
     from trainer.db import connect
 
     trainers = dict(t.split("=", 1) for t in a.trainer) or {"after": str(REPO)}
     trainers = {name: str(Path(path).resolve()) for name, path in trainers.items()}
-    tmp = Path(tempfile.mkdtemp(prefix="wd-bench-fixed-"))
-    pg = gcs = proxy = None
     load_start, machine_text = os.getloadavg()[0], machine()
+    services = BenchServices("wd-bench-fixed-")
     try:
-        pg, gcs = start_postgres(), start_gcs()
+        tmp, gcs = services.tmp, services.gcs
         gcs.bucket("bench-images")
-        schema = (REPO / "trainer" / "sql" / "inference_api.sql").read_text()
         dsns = {}
         for name in trainers:
             # Each trainer its own database (inferences and registry), models bucket and champion.
-            dsns[name] = pg.new_database()
-            pg.psql(schema, database=dsns[name].rsplit("/", 1)[1])
+            dsns[name] = services.inference_db()
             db = connect(dsns[name], tmp)
             seed_data(gcs, db, "bench-images", a.n, 0, 7, datetime(2026, 11, 1, tzinfo=UTC))
             db.close()
-        proxy = ProxyProcess(gcs.endpoint, a.latency_ms / 1000)
+        proxy = services.slow_storage(a.latency_ms)
         base_env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("TRAINER_", "GCS_", "TRAININGRUN_"))},
             "GCS_IMAGES_BUCKET": "bench-images",
@@ -209,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             record(result)
         return 0
     finally:
-        for service in (proxy, gcs, pg):
-            if service is not None:
-                service.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        services.stop()
 
 
 def record(r: dict) -> None:

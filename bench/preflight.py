@@ -15,14 +15,11 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from _common import REPO, commit, machine, now, update_results
+from _common import commit, machine, now, update_results
 
 TARGET_S = 1.0
 
@@ -63,18 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from data_stage import ProxyProcess
+    from data_stage import BenchServices
 
-    from tests.fixtures.services import start_gcs, start_postgres
     from trainer.settings import Settings
 
-    tmp = Path(tempfile.mkdtemp(prefix="wd-bench-preflight-"))
-    pg = gcs = proxy = None
     machine_text = machine()
+    services = BenchServices("wd-bench-preflight-")
     try:
-        pg, gcs = start_postgres(), start_gcs()
-        dsn = pg.new_database()
-        pg.psql((REPO / "trainer" / "sql" / "inference_api.sql").read_text(), database=dsn.rsplit("/", 1)[1])
+        tmp, gcs = services.tmp, services.gcs
+        dsn = services.inference_db()
         images, models = gcs.bucket("bench-images"), gcs.bucket("bench-models")
         images.blob("images/2026/11/01/a.jpg").upload_from_string(b"x")
         settings = Settings(
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         series = {}
         os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
         series["0"] = measure(settings, a.rounds)
-        proxy = ProxyProcess(gcs.endpoint, a.latency_ms / 1000)
+        proxy = services.slow_storage(a.latency_ms)
         os.environ["STORAGE_EMULATOR_HOST"] = proxy.endpoint
         series[f"{a.latency_ms:g}"] = measure(settings, a.rounds)
         leftovers = [b.name for b in gcs.client().list_blobs(models.name)]
@@ -110,14 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             record(result)
         return 0
     finally:
-        if proxy is not None:
-            proxy.stop()
-        for svc in (gcs, pg):
-            if svc is not None:
-                svc.stop()
-        if pg is not None:
-            shutil.rmtree(pg.root, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        services.stop()
 
 
 def record(r: dict) -> None:
