@@ -91,7 +91,8 @@ def test_an_evicted_trainer_is_retried_without_using_the_backoff_limit(
     assert status["phase"] == "Succeeded", status
     (job,) = jobs_of(api, ns)
     assert job["status"]["succeeded"] == 1 and not job["status"].get("failed")
-    first, second = pods_of(api, ns, "evicted")
+    # creationTimestamp has one-second resolution and both Pods may share it: the evicted one is the Failed one
+    first, second = sorted(pods_of(api, ns, "evicted"), key=lambda p: p["status"]["phase"] != "Failed")
     assert (first["status"]["phase"], first["status"]["reason"]) == ("Failed", "Evicted")
     assert any(
         c["type"] == "DisruptionTarget" and c["status"] == "True" for c in first["status"]["conditions"]
